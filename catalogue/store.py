@@ -1,0 +1,221 @@
+"""The catalogue: a directory holding ``catalogue.duckdb`` and ``artifacts/``.
+
+Only this package writes it. The database is held for the moment of one commit or one read,
+so readers (``modelsci sql``, the site build, the Python API) and a long ``modelsci run``
+live side by side.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from catalogue.connection import connect, lock_timeout
+from catalogue.landing import CommitInfo, land, write_artifacts
+from catalogue.readonly import check_read_only, lock_down
+from catalogue.schema import create_schema, create_views
+from schemas.bundle import ResultBundle
+from schemas.entities import Commit
+
+__all__ = ["DEFAULT_LOCATION", "Catalogue", "UnknownCommitError", "default_location"]
+
+DEFAULT_LOCATION = "modelsci-catalogue"
+DB_NAME = "catalogue.duckdb"
+
+
+class UnknownCommitError(LookupError):
+    """An ``--as-of`` commit that the catalogue does not hold."""
+
+
+def default_location() -> Path:
+    """``$MODELSCI_CATALOGUE``, else ``./modelsci-catalogue``."""
+    return Path(os.environ.get("MODELSCI_CATALOGUE") or DEFAULT_LOCATION)
+
+
+class Catalogue:
+    """A catalogue directory; open one with ``catalogue.open(path)``."""
+
+    def __init__(self, root: str | Path, *, write_timeout: float | None = None,
+                 read_timeout: float | None = None) -> None:
+        self.root = Path(root).absolute()
+        self.db_path = self.root / DB_NAME
+        self.artifacts_dir = self.root / "artifacts"
+        self.write_timeout = write_timeout if write_timeout is not None else lock_timeout(120.0)
+        self.read_timeout = read_timeout if read_timeout is not None else lock_timeout(60.0)
+        if not self.db_path.exists():
+            self._create()
+
+    def __repr__(self) -> str:
+        return f"Catalogue({str(self.root)!r})"
+
+    def _create(self) -> None:
+        """Make an empty catalogue under a temporary name, then link it into place.
+
+        ``os.link`` fails if the name exists, so two processes creating one catalogue at once
+        cannot replace a database that the other has already written to.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.artifacts_dir.mkdir(exist_ok=True)
+        tmp = self.root / f".{DB_NAME}.new-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            create_schema(con)
+        finally:
+            con.close()
+        try:
+            os.link(tmp, self.db_path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def commit(self, bundle: ResultBundle, *, author: str | None = None, message: str = "",
+               commit_id: str | None = None, created_at: Any = None) -> Commit | None:
+        """Land ``bundle`` whole or not at all; returns the commit, or None if nothing was new."""
+        info = CommitInfo(author=author or _default_author(), message=message, id=commit_id,
+                          created_at=created_at)
+        write_artifacts(self.artifacts_dir, bundle.artifacts)
+        with self._writer() as con:
+            return land(con, bundle, info)
+
+    @contextmanager
+    def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = connect(self.db_path, read_only=False, timeout=self.write_timeout)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @contextmanager
+    def reader(self, as_of: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived read-only connection, its views cut off at commit ``as_of`` if given."""
+        con = connect(self.db_path, read_only=True, timeout=self.read_timeout)
+        try:
+            if as_of is not None:
+                create_views(con, as_of_seq=_resolve_commit(con, as_of), temporary=True)
+            yield con
+        finally:
+            con.close()
+
+    def sql(self, query: str, *, as_of: str | None = None) -> pa.Table:
+        """Run a reader's query (SELECT only, no file access beyond its artifacts) as Arrow."""
+        check_read_only(query)
+        with self.reader(as_of) as con:
+            query = lock_down(con, self.root, query)
+            return con.sql(query).to_arrow_table()
+
+    def query(self, query: str, params: list[Any] | dict[str, Any] | None = None, *,
+              as_of: str | None = None) -> pa.Table:
+        """Run one of modelsci's own parametrised queries (trusted SQL) as Arrow."""
+        with self.reader(as_of) as con:
+            return con.sql(query, params=params or None).to_arrow_table()
+
+    def findings(self, *, model: str | None = None, analysis: str | None = None,
+                 all_versions: bool = False, contradicted: bool = False,
+                 as_of: str | None = None) -> pa.Table:
+        """Current findings (or every version), filtered by model id prefix and analysis name.
+
+        With ``contradicted``, the findings that contradict an earlier version of themselves,
+        beside the value they contradict.
+        """
+        where, params = [], []
+        if model:
+            where.append("starts_with(f.model_id, ?)")
+            params.append(model if model.startswith("sha256:") else f"sha256:{model}")
+        if analysis:
+            where.append("f.analysis_name = ?")
+            params.append(analysis)
+        if contradicted:
+            source = ("findings f JOIN finding_links l ON l.src_id = f.id AND l.relation = 'contradicts' "
+                      "JOIN findings p ON p.id = l.dst_id")
+            cols = ("f.id, f.kind, f.subject, f.model_id, f.analysis_id, f.version, f.status, f.value, "
+                    "f.ci_low, f.ci_high, p.id AS contradicts_id, p.version AS contradicts_version, "
+                    "p.value AS contradicts_value, p.ci_low AS contradicts_ci_low, "
+                    "p.ci_high AS contradicts_ci_high, f.value - p.value AS difference, f.statement")
+        else:
+            source = "findings f" if all_versions else "findings_current f"
+            cols = ("f.id, f.kind, f.subject, f.model_id, f.analysis_id, f.version, f.status, f.value, "
+                    "f.ci_low, f.ci_high, f.n, f.unit, f.statement")
+        sql = f"SELECT {cols} FROM {source}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY f.model_id, f.analysis_id, f.kind, f.subject, f.version"
+        return self.query(sql, params, as_of=as_of)
+
+    def history(self, key_or_id: str, *, as_of: str | None = None) -> pa.Table:
+        """Every version of one finding key (given the key or any version's id), oldest first."""
+        ref = key_or_id if key_or_id.startswith("sha256:") else f"sha256:{key_or_id}"
+        return self.query("""
+            WITH k AS (SELECT DISTINCT key_id FROM findings
+                       WHERE starts_with(key_id, $ref) OR starts_with(id, $ref))
+            SELECT f.version, f.status, f.id, f.value, f.ci_low, f.ci_high, f.run_id, f.analysis_id,
+                   c.seq AS commit_seq, f.commit_id, c.created_at,
+                   (SELECT string_agg(l.relation, ',' ORDER BY l.relation) FROM finding_links l
+                    WHERE l.src_id = f.id AND l.relation IN ('replicates', 'contradicts')) AS judgment,
+                   f.statement, f.key_id
+            FROM findings f JOIN k USING (key_id) JOIN commits c ON c.id = f.commit_id
+            ORDER BY f.key_id, f.version""", {"ref": ref}, as_of=as_of)
+
+    def show(self, ref: str, *, as_of: str | None = None) -> dict[str, Any]:
+        """The row with this id (or unique id prefix) in whichever table holds it, with its links."""
+        full = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+        matches: list[tuple[str, dict[str, Any]]] = []
+        for table in ("models", "datasets", "analyses", "runs", "findings", "commits", "artifacts"):
+            rows = self.query(f"SELECT * FROM {table} WHERE id = $ref OR starts_with(id, $full)",
+                              {"ref": ref, "full": full}, as_of=as_of).to_pylist()
+            matches += [(table, row) for row in rows]
+        if not matches:
+            raise LookupError(f"nothing in the catalogue has the id {ref!r}")
+        if len(matches) > 1:
+            raise LookupError(f"{ref!r} is ambiguous: {len(matches)} rows match; give more of the id")
+        table, row = matches[0]
+        shown: dict[str, Any] = {"table": table, "row": row}
+        if table == "findings":
+            shown["links"] = self.query(
+                "SELECT * FROM finding_links WHERE src_id = $id OR dst_id = $id ORDER BY relation",
+                {"id": row["id"]}, as_of=as_of).to_pylist()
+            shown["artifacts"] = self.query(
+                "SELECT * FROM artifacts WHERE finding_id = $id ORDER BY name",
+                {"id": row["id"]}, as_of=as_of).to_pylist()
+        return shown
+
+    def head(self) -> Commit | None:
+        """The latest commit."""
+        rows = self.query("SELECT * FROM commits ORDER BY seq DESC LIMIT 1").to_pylist()
+        return Commit(**rows[0]) if rows else None
+
+
+def _resolve_commit(con: duckdb.DuckDBPyConnection, ref: str) -> int:
+    """Sequence number of a commit given by id, unique id prefix (with or without ``sha256:``) or seq."""
+    ref = ref.strip()
+    if ref.isdigit() and len(ref) < 12:
+        row = con.execute("SELECT seq FROM store.commits WHERE seq = ?", [int(ref)]).fetchall()
+    else:
+        prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+        row = con.execute("SELECT seq FROM store.commits WHERE starts_with(id, ?)", [prefix]).fetchall()
+    if len(row) == 1:
+        return row[0][0]
+    if not row:
+        raise UnknownCommitError(f"no commit {ref!r} in the catalogue (see `modelsci sql "
+                                 "\"SELECT seq, id, message FROM commits\"`)")
+    raise UnknownCommitError(f"commit prefix {ref!r} is ambiguous: {len(row)} commits match")
+
+
+def _default_author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "unknown"
+

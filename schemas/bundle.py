@@ -1,0 +1,112 @@
+"""Result bundles: what an analysis returns and the catalogue commits, whole or not at all.
+
+A bundle is plain data. It can be built on any machine (a Ray worker, a subprocess) and
+carries its artifacts as Parquet bytes, so the committer only writes files and rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.entities import Analysis, Dataset, Finding, FindingLink, ModelInstance, Run
+from schemas.identity import content_id
+
+__all__ = ["BundleArtifact", "ResultBundle", "finding_key", "params_hash"]
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """Hash of a parameter dict (defaults filled in), part of run and finding keys."""
+    return content_id(params)
+
+
+def finding_key(
+    model_id: str, dataset_id: str | None, analysis_name: str, params_hash: str, kind: str, subject: str
+) -> str:
+    """The key that all versions of one finding share."""
+    return content_id({
+        "analysis": analysis_name, "dataset": dataset_id, "kind": kind,
+        "model": model_id, "params": params_hash, "subject": subject,
+    })
+
+
+@dataclass(frozen=True)
+class BundleArtifact:
+    """A Parquet table attached to a finding, serialised once when the bundle is made."""
+
+    finding_id: str
+    name: str
+    data: bytes
+    rows: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+@dataclass
+class ResultBundle:
+    """Models, datasets, analyses, runs, findings, links and artifacts to land in one commit."""
+
+    models: list[ModelInstance] = field(default_factory=list)
+    datasets: list[Dataset] = field(default_factory=list)
+    analyses: list[Analysis] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    links: list[FindingLink] = field(default_factory=list)
+    artifacts: list[BundleArtifact] = field(default_factory=list)
+
+    def add_finding(
+        self,
+        run: Run,
+        *,
+        kind: str,
+        statement: str,
+        subject: str = "",
+        value: float | None = None,
+        ci: tuple[float, float] | None = None,
+        n: int | None = None,
+        unit: str | None = None,
+        exact: bool | None = None,
+        metrics: dict[str, Any] | None = None,
+        artifacts: dict[str, pa.Table] | None = None,
+    ) -> Finding:
+        """Make a finding of ``run`` (ids computed from its content), add it and its artifacts."""
+        analysis_name = run.analysis_id.split("@", 1)[0]
+        key_id = finding_key(run.model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
+        files = {name: parquet_bytes(table) for name, table in (artifacts or {}).items()}
+        payload = {
+            "analysis_id": run.analysis_id, "statement": statement, "value": value,
+            "ci": list(ci) if ci else None, "n": n, "unit": unit, "exact": exact,
+            "metrics": metrics or {},
+            "artifacts": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        }
+        finding = Finding(
+            id=content_id({"key": key_id, "run": run.id, "payload": payload}),
+            key_id=key_id, model_id=run.model_id, dataset_id=run.dataset_id,
+            analysis_id=run.analysis_id, analysis_name=analysis_name, params_hash=run.params_hash,
+            kind=kind, subject=subject, run_id=run.id, statement=statement, value=value,
+            ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, n=n, unit=unit,
+            exact=exact, metrics=metrics or {},
+        )
+        self.findings.append(finding)
+        for name, data in files.items():
+            rows = artifacts[name].num_rows  # type: ignore[index]
+            self.artifacts.append(BundleArtifact(finding.id, name, data, rows))
+        return finding
+
+    def extend(self, other: ResultBundle) -> None:
+        """Append another bundle's contents (to land several runs in one commit)."""
+        for name in ("models", "datasets", "analyses", "runs", "findings", "links", "artifacts"):
+            getattr(self, name).extend(getattr(other, name))

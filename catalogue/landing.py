@@ -213,15 +213,15 @@ def _label(record: dict[str, Any]) -> str:
 
 
 def _land_rows(con: duckdb.DuckDBPyConnection, info: CommitInfo) -> Commit | None:
-    if info.id is not None and con.execute("SELECT 1 FROM store.commits WHERE id = ?", [info.id]).fetchone():
+    if info.id is not None and _one(con, "SELECT 1 FROM store.commits WHERE id = ?", [info.id]):
         return None  # an import of a commit we already hold
-    last = con.execute("SELECT seq, id FROM store.commits ORDER BY seq DESC LIMIT 1").fetchone()
+    last = _one(con, "SELECT seq, id FROM store.commits ORDER BY seq DESC LIMIT 1")
     seq, parent = (last[0] + 1, last[1]) if last else (1, None)
 
     new = {name: _new_rows(con, name) for name in ("models", "datasets", "analyses", "runs", "findings")}
     _check_references(con)
     _stage_versions(con)
-    counts = {name: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for name, table in new.items()}
+    counts = {name: _one(con, f"SELECT count(*) FROM {table}")[0] for name, table in new.items()}
     n_links = _stage_links(con)
     n_artifacts = _stage_artifacts(con)
     if not any(counts.values()) and not n_links and not n_artifacts:
@@ -262,6 +262,12 @@ def _land_rows(con: duckdb.DuckDBPyConnection, info: CommitInfo) -> Commit | Non
     return commit
 
 
+def _one(con: duckdb.DuckDBPyConnection, query: str, params: list[Any] | None = None) -> Any:
+    """First row or None; fetches everything, since DuckDB refuses new work on an unfinished result."""
+    rows = con.execute(query, params or []).fetchall()
+    return rows[0] if rows else None
+
+
 def _cols(table: str, skip: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     return ", ".join(f'"{c}"' for c in TABLES[table].column_names if c not in skip)
 
@@ -286,10 +292,10 @@ _REFERENCES = [
 
 def _check_references(con: duckdb.DuckDBPyConnection) -> None:
     for table, column, target in _REFERENCES:
-        missing = con.execute(
-            f"SELECT b.{column} FROM bundle_{table} b WHERE b.{column} IS NOT NULL "
+        missing = _one(
+            con, f"SELECT b.{column} FROM bundle_{table} b WHERE b.{column} IS NOT NULL "
             f"AND b.{column} NOT IN (SELECT id FROM store.{target}) "
-            f"AND b.{column} NOT IN (SELECT id FROM bundle_{target}) LIMIT 1").fetchone()
+            f"AND b.{column} NOT IN (SELECT id FROM bundle_{target}) LIMIT 1")
         if missing:
             noun = target.removesuffix("s").replace("analyse", "analysis")
             raise BundleError(f"{table}.{column} names {noun} {missing[0]}, which is neither in the "
@@ -329,6 +335,7 @@ def _stage_links(con: duckdb.DuckDBPyConnection) -> int:
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE new_links AS
+        SELECT DISTINCT ON (src_id, dst_id, relation) * FROM (
         SELECT id AS src_id, prev_id AS dst_id, 'supersedes' AS relation,
                json_object('version', new_version, 'previous_version', new_version - 1) AS evidence
         FROM new_findings WHERE prev_id IS NOT NULL
@@ -341,18 +348,18 @@ def _stage_links(con: duckdb.DuckDBPyConnection) -> int:
                                         ELSE 'overlapping 95% CIs (equality without a CI)' END)
         FROM judged
         UNION ALL
-        SELECT DISTINCT ON (src_id, dst_id, relation) src_id, dst_id, relation, evidence::JSON
+        SELECT src_id, dst_id, relation, evidence::JSON
         FROM bundle_finding_links b
         WHERE NOT EXISTS (SELECT 1 FROM store.finding_links l WHERE l.src_id = b.src_id
-                          AND l.dst_id = b.dst_id AND l.relation = b.relation)
+                          AND l.dst_id = b.dst_id AND l.relation = b.relation))
     """)
     con.execute("ALTER TABLE new_links ADD COLUMN id VARCHAR")
     con.execute("UPDATE new_links SET id = src_id || ' ' || relation || ' ' || dst_id")
-    return con.execute("SELECT count(*) FROM new_links").fetchone()[0]
+    return _one(con, "SELECT count(*) FROM new_links")[0]
 
 
 def _stage_artifacts(con: duckdb.DuckDBPyConnection) -> int:
     con.execute("CREATE OR REPLACE TEMP TABLE new_artifacts AS SELECT DISTINCT ON (id) * FROM bundle_artifacts "
                 "WHERE id NOT IN (SELECT id FROM store.artifacts)")
-    return con.execute("SELECT count(*) FROM new_artifacts").fetchone()[0]
+    return _one(con, "SELECT count(*) FROM new_artifacts")[0]
 

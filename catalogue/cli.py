@@ -1,0 +1,220 @@
+"""The ``modelsci`` command: each command parses its options and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+import catalogue
+from catalogue.integrity import check as check_catalogue
+from catalogue.transfer import ExportError, export as export_catalogue, import_export
+
+app = typer.Typer(
+    name="modelsci",
+    help="A catalogue of model science: findings about trained model instances, in DuckDB + Parquet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+# Errors that are the user's input or the catalogue's state, not a bug: shown in one line.
+_USER_ERRORS = (
+    catalogue.BundleError, catalogue.CatalogueBusyError, catalogue.ReadOnlySQLError,
+    catalogue.UnknownCommitError, ExportError, LookupError, OSError, duckdb.Error,
+)
+
+_state: dict[str, Any] = {"catalogue": None}
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+CatalogueOption = Annotated[Path | None, typer.Option(
+    "--catalogue", "-C", help="Catalogue directory (else $MODELSCI_CATALOGUE, else ./modelsci-catalogue).")]
+AsOfOption = Annotated[str | None, typer.Option(
+    "--as-of", help="Answer as the catalogue stood after this commit (id, id prefix or seq).")]
+
+
+@app.callback()
+def _main(catalogue_dir: CatalogueOption = None) -> None:
+    _state["catalogue"] = catalogue_dir
+
+
+def _open() -> catalogue.Catalogue:
+    return catalogue.open(_state["catalogue"])
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _emit(table: pa.Table, fmt: Format = Format.table, out: Path | None = None) -> None:
+    if fmt is Format.parquet:
+        if out is None:
+            _fail("--format parquet needs --out FILE")
+        pq.write_table(table, out)
+    elif fmt is Format.csv:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        _write_text(sink.getvalue().to_pybytes().decode(), out)
+    elif fmt is Format.json:
+        _write_text(json.dumps(table.to_pylist(), indent=2, default=str) + "\n", out)
+    else:
+        if out is not None:
+            _fail("--out needs --format csv, json or parquet")
+        view = Table(*table.column_names, show_lines=False)
+        for row in table.to_pylist():
+            view.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
+        console.print(view)
+        console.print(f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}", style="dim")
+
+
+def _write_text(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A SELECT query.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    as_of: AsOfOption = None,
+) -> None:
+    """Run a read-only SQL query over the catalogue.
+
+    Tables: models, datasets, analyses, runs, findings, findings_current, finding_links,
+    commits, artifacts. An artifact's rows: SELECT * FROM 'artifacts/<sha256>.parquet'.
+
+    Example: modelsci sql "SELECT kind, subject, value FROM findings_current" --format csv
+    """
+    _emit(_open().sql(query, as_of=as_of), fmt, out)
+
+
+@app.command()
+def findings(
+    model: Annotated[str | None, typer.Option(help="Model id or id prefix.")] = None,
+    analysis: Annotated[str | None, typer.Option(help="Analysis name, e.g. evaluation.performance.")] = None,
+    all_versions: Annotated[bool, typer.Option("--all", help="Every version, not only the current one.")] = False,
+    contradicted: Annotated[bool, typer.Option("--contradicted", help="Findings that contradict their previous version.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    as_of: AsOfOption = None,
+) -> None:
+    """List findings (current versions unless --all).
+
+    Example: modelsci findings --analysis evaluation.performance --contradicted
+    """
+    _emit(_open().findings(model=model, analysis=analysis, all_versions=all_versions,
+                           contradicted=contradicted, as_of=as_of), fmt)
+
+
+@app.command()
+def history(
+    key_or_id: Annotated[str, typer.Argument(help="A finding key, or the id of any of its versions.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    as_of: AsOfOption = None,
+) -> None:
+    """Every version of a finding, with its replication judgment.
+
+    Example: modelsci history sha256:3f2a
+    """
+    table = _open().history(key_or_id, as_of=as_of)
+    if table.num_rows == 0:
+        _fail(f"no finding or finding key {key_or_id!r}")
+    _emit(table, fmt)
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="Id or unique id prefix of a model, dataset, run, finding, commit, ...")],
+    as_of: AsOfOption = None,
+) -> None:
+    """Show one row of the catalogue, whatever table holds it, as JSON.
+
+    Example: modelsci show sha256:3f2a
+    """
+    sys.stdout.write(json.dumps(_open().show(ref, as_of=as_of), indent=2, default=str) + "\n")
+
+
+@app.command()
+def check() -> None:
+    """Verify integrity: artifacts present with their hashes, link ends present, versions consistent.
+
+    Exits 1 and lists the problems when there are any. Example: modelsci check
+    """
+    report = check_catalogue(_open())
+    for note in report.notes:
+        err.print(f"note: {note}", highlight=False)
+    for problem in report.problems:
+        err.print(f"[red]problem:[/] {problem}", highlight=False)
+    if not report.ok:
+        _fail(f"{len(report.problems)} problem(s) found")
+    console.print(f"ok: catalogue consistent, {report.artifacts_checked} artifact file(s) verified",
+                  highlight=False)
+
+
+@app.command("export")
+def export_(
+    out: Annotated[Path, typer.Argument(help="Folder to write the export to.")],
+    as_of: AsOfOption = None,
+) -> None:
+    """Export every table as Parquet, the artifacts, a manifest.json and a README.
+
+    Example: modelsci export ./catalogue-export
+    """
+    manifest = export_catalogue(_open(), out, as_of=as_of)
+    rows = sum(t["rows"] for t in manifest["tables"].values())
+    console.print(f"exported {rows} rows in {len(manifest['tables'])} tables and "
+                  f"{manifest['artifacts']['files']} artifact files to {out}", highlight=False)
+
+
+@app.command("import")
+def import_(src: Annotated[Path, typer.Argument(help="An export folder.")]) -> None:
+    """Merge an export into the catalogue; importing the same export twice changes nothing.
+
+    Example: modelsci import ./catalogue-export
+    """
+    report = import_export(_open(), src)
+    console.print(f"imported {len(report.landed)} commit(s); {len(report.already_present)} "
+                  "already present", highlight=False)
+
+
+@app.command()
+def demo() -> None:
+    """Build the catalogue of the embedded default (bundled models and data) and show it.
+
+    Example: modelsci demo
+    """
+    from catalogue.demo import run_demo
+
+    run_demo(_open(), console)
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit code 1."""
+    try:
+        app()
+    except _USER_ERRORS as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)

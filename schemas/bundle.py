@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.entities import Analysis, Dataset, Finding, FindingLink, ModelInstance, Run
-from schemas.identity import content_id
+from schemas.identity import canonical_json, content_id
 
 __all__ = ["BundleArtifact", "ResultBundle", "finding_key", "params_hash"]
 
@@ -55,6 +55,14 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def _require_finite(kind: str, **numbers: Any) -> None:
+    try:
+        canonical_json(numbers)
+    except ValueError:
+        raise ValueError(f"finding {kind!r}: value, ci and metrics must be finite numbers "
+                         f"(or None), got {numbers}") from None
+
+
 @dataclass
 class ResultBundle:
     """Models, datasets, analyses, runs, findings, links and artifacts to land in one commit."""
@@ -83,6 +91,7 @@ class ResultBundle:
         artifacts: dict[str, pa.Table] | None = None,
     ) -> Finding:
         """Make a finding of ``run`` (ids computed from its content), add it and its artifacts."""
+        _require_finite(kind, value=value, ci=ci, metrics=metrics)
         analysis_name = run.analysis_id.split("@", 1)[0]
         key_id = finding_key(run.model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
         files = {name: parquet_bytes(table) for name, table in (artifacts or {}).items()}

@@ -1,0 +1,206 @@
+"""Committing bundles: versions, replication judgments, as-of, refusals that change nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow as pa
+import pytest
+
+import catalogue
+from catalogue.integrity import check
+from schemas import FindingLink, ResultBundle
+from tests.conftest import accuracy_bundle, modelsci, toy_analysis, toy_model, toy_run
+
+ALL_TABLES = ("models", "datasets", "analyses", "runs", "findings", "finding_links", "artifacts", "commits")
+
+
+def snapshot(cat: catalogue.Catalogue) -> dict[str, list[dict]]:
+    return {t: cat.sql(f"SELECT * FROM {t} ORDER BY ALL").to_pylist() for t in ALL_TABLES}
+
+
+def test_two_bundles_with_one_key_make_version_two_and_as_of_shows_version_one(cat) -> None:
+    first = cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0), message="first")
+    second = cat.commit(accuracy_bundle(0.91, (0.86, 0.96), seed=1), message="second")
+    assert (first.seq, second.seq) == (1, 2)
+
+    current = cat.sql("SELECT version, value, status FROM findings_current").to_pylist()
+    assert current == [{"version": 2, "value": 0.91, "status": "current"}]
+    every = cat.sql("SELECT version, status FROM findings ORDER BY version").to_pylist()
+    assert every == [{"version": 1, "status": "superseded"}, {"version": 2, "status": "current"}]
+    links = cat.sql("""SELECT s.version AS src, d.version AS dst FROM finding_links l
+                       JOIN findings s ON s.id = l.src_id JOIN findings d ON d.id = l.dst_id
+                       WHERE relation = 'supersedes'""").to_pylist()
+    assert links == [{"src": 2, "dst": 1}]
+
+    as_of = cat.sql("SELECT version, status FROM findings_current", as_of=first.id).to_pylist()
+    assert as_of == [{"version": 1, "status": "current"}]
+    assert cat.sql("SELECT count(*) AS n FROM finding_links", as_of=first.id[:20]).to_pylist() == [{"n": 0}]
+    assert cat.sql("SELECT status FROM findings", as_of="1").to_pylist() == [{"status": "current"}]
+    assert check(cat).ok
+
+
+def test_rerun_inside_the_ci_replicates_and_far_outside_contradicts(cat) -> None:
+    cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
+    cat.commit(accuracy_bundle(0.93, (0.89, 0.97), seed=1))  # inside the first CI
+    cat.commit(accuracy_bundle(0.50, (0.45, 0.55), seed=2))  # far outside
+    judged = cat.sql("""SELECT s.version AS v, relation, evidence FROM finding_links l
+                        JOIN findings s ON s.id = l.src_id
+                        WHERE relation IN ('replicates', 'contradicts') ORDER BY v""").to_pylist()
+    assert [(j["v"], j["relation"]) for j in judged] == [(2, "replicates"), (3, "contradicts")]
+    evidence = json.loads(judged[1]["evidence"])
+    assert math.isclose(evidence["difference"], 0.50 - 0.93)
+    assert evidence["previous_ci"] == [0.89, 0.97]
+
+    contradicted = cat.findings(contradicted=True).to_pylist()
+    assert [(c["version"], c["contradicts_version"]) for c in contradicted] == [(3, 2)]
+    out = modelsci("findings", "--contradicted", "--format", "json", catalogue_dir=cat.root).stdout
+    assert [row["value"] for row in json.loads(out)] == [0.5]
+
+
+def test_without_cis_only_equal_values_replicate_and_a_declared_tolerance_wins(cat) -> None:
+    cat.commit(accuracy_bundle(0.5, None, seed=0))
+    cat.commit(accuracy_bundle(0.5, None, seed=1))
+    cat.commit(accuracy_bundle(0.5000001, None, seed=2))
+    tolerant = toy_analysis(version="2", tolerance=0.01)
+    cat.commit(accuracy_bundle(0.505, None, seed=3, analysis=tolerant))
+    relations = cat.sql("""SELECT relation FROM finding_links l JOIN findings s ON s.id = l.src_id
+                           WHERE relation <> 'supersedes' ORDER BY s.version""").column("relation").to_pylist()
+    assert relations == ["replicates", "contradicts", "replicates"]
+
+
+def test_same_run_again_is_not_judged_and_same_bundle_again_commits_nothing(cat) -> None:
+    bundle = accuracy_bundle(0.9, (0.8, 1.0))
+    assert cat.commit(bundle) is not None
+    assert cat.commit(bundle) is None
+    assert cat.sql("SELECT count(*) AS n FROM commits").to_pylist() == [{"n": 1}]
+
+
+def test_history_lists_every_version_with_its_judgment(cat) -> None:
+    cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
+    cat.commit(accuracy_bundle(0.20, (0.15, 0.25), seed=1))
+    first_id = cat.sql("SELECT id FROM findings WHERE version = 1").column("id")[0].as_py()
+    rows = cat.history(first_id).to_pylist()
+    assert [(r["version"], r["status"], r["judgment"]) for r in rows] == [
+        (1, "superseded", None), (2, "current", "contradicts")]
+    out = json.loads(modelsci("history", first_id[:16], "--format", "json", catalogue_dir=cat.root).stdout)
+    assert [r["version"] for r in out] == [1, 2]
+
+
+def test_artifacts_land_as_parquet_named_by_hash_and_are_queryable(cat) -> None:
+    bundle = accuracy_bundle(0.9, None)
+    run = bundle.runs[0]
+    table = pa.table({"example": [0, 1, 2], "correct": [True, False, True]})
+    bundle.add_finding(run, kind="per_example", statement="per-example correctness",
+                       artifacts={"correct": table})
+    cat.commit(bundle)
+    [artifact] = cat.sql("SELECT * FROM artifacts").to_pylist()
+    assert artifact["path"] == f"artifacts/{artifact['sha256']}.parquet"
+    assert artifact["rows"] == 3
+    assert cat.sql(f"SELECT * FROM '{artifact['path']}' ORDER BY example").equals(table)
+    shown = cat.show(artifact["finding_id"][:20])
+    assert shown["table"] == "findings" and shown["artifacts"][0]["name"] == "correct"
+
+
+def bundle_with_missing_model() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None, model=toy_model(seed=7))  # a model the catalogue lacks
+    bundle.models = []
+    return bundle
+
+
+def bundle_with_malformed_metric() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.findings[0].value = "high"  # type: ignore[assignment]
+    return bundle
+
+
+# add_finding refuses non-finite numbers itself (see below); these set them afterwards, as a
+# hand-made or foreign bundle could.
+def bundle_with_nan() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.findings[0].value = float("nan")
+    return bundle
+
+
+def bundle_with_inf_ci() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, (0.1, 0.95))
+    bundle.findings[0].ci_high = float("inf")
+    return bundle
+
+
+def bundle_with_nan_in_metrics() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.findings[0].metrics = {"budget": float("nan")}
+    return bundle
+
+
+@pytest.mark.parametrize(("value", "ci", "metrics"), [
+    (float("nan"), None, None), (0.5, (0.1, float("inf")), None), (0.5, None, {"r2": float("-inf")})])
+def test_add_finding_refuses_non_finite_numbers(value, ci, metrics) -> None:
+    bundle = accuracy_bundle(0.9, None)
+    with pytest.raises(ValueError, match="must be finite"):
+        bundle.add_finding(bundle.runs[0], kind="other", statement="s", value=value, ci=ci, metrics=metrics)
+
+
+def bundle_with_dangling_link() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.links.append(FindingLink(src_id=bundle.findings[0].id, dst_id="sha256:nowhere", relation="extends"))
+    return bundle
+
+
+def bundle_with_unknown_relation() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.links.append(FindingLink(src_id=bundle.findings[0].id, dst_id=bundle.findings[0].id,
+                                    relation="refutes"))  # type: ignore[arg-type]
+    return bundle
+
+
+def bundle_with_two_findings_of_one_key() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.add_finding(bundle.runs[0], kind="accuracy", statement="again", value=0.1)
+    return bundle
+
+
+def bundle_with_forged_key() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.findings[0].subject = "changed after the key was computed"
+    return bundle
+
+
+def bundle_with_run_of_unknown_analysis() -> ResultBundle:
+    model = toy_model()
+    run = toy_run(model, toy_analysis(version="9"))
+    return ResultBundle(models=[model], runs=[run])
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (bundle_with_missing_model, r"\.model_id names model sha256:\w+, which is neither in the bundle"),
+    (bundle_with_malformed_metric, r"findings: row sha256:\w+ is malformed: value: Input should be a valid number"),
+    (bundle_with_nan, r"findings: row sha256:\w+ has value = nan, a finite number or null is required"),
+    (bundle_with_inf_ci, r"has ci_high = inf, a finite number or null is required"),
+    (bundle_with_nan_in_metrics, r"has metrics that is not finite JSON"),
+    (bundle_with_dangling_link, r"finding_links\.dst_id names finding sha256:nowhere"),
+    (bundle_with_unknown_relation, r"has relation = 'refutes'; expected one of supersedes, replicates"),
+    (bundle_with_two_findings_of_one_key, r"share one key .* in one bundle"),
+    (bundle_with_forged_key, r"key_id sha256:\w+ does not match its key fields"),
+    (bundle_with_run_of_unknown_analysis, r"runs\.analysis_id names analysis evaluation\.performance@9"),
+])
+def test_bad_bundles_get_a_clear_error_and_leave_the_catalogue_unchanged(cat, make, message) -> None:
+    cat.commit(accuracy_bundle(0.7, (0.6, 0.8), seed=5))
+    before = snapshot(cat)
+    with pytest.raises(catalogue.BundleError, match=message):
+        cat.commit(make())
+    assert snapshot(cat) == before
+    assert check(cat).ok
+
+
+def test_links_the_bundle_gives_land_beside_the_derived_ones(cat) -> None:
+    base = accuracy_bundle(0.9, None)
+    cat.commit(base)
+    other = accuracy_bundle(0.4, None, subject="class 1")
+    other.links.append(FindingLink(src_id=other.findings[0].id, dst_id=base.findings[0].id,
+                                   relation="extends", evidence={"why": "per-class view"}))
+    cat.commit(other)
+    [link] = cat.sql("SELECT relation, evidence FROM finding_links").to_pylist()
+    assert link["relation"] == "extends" and json.loads(link["evidence"]) == {"why": "per-class view"}

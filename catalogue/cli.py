@@ -74,7 +74,7 @@ def _emit(table: pa.Table, fmt: Format = Format.table, out: Path | None = None) 
         pq.write_table(table, out)
     elif fmt is Format.csv:
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink)
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed", quoting_header="needed"))
         _write_text(sink.getvalue().to_pybytes().decode(), out)
     elif fmt is Format.json:
         _write_text(json.dumps(table.to_pylist(), indent=2, default=str) + "\n", out)

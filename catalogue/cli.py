@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 from enum import Enum
@@ -10,7 +12,6 @@ from typing import Annotated, Any, NoReturn
 
 import duckdb
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
 from rich.console import Console
@@ -73,9 +74,11 @@ def _emit(table: pa.Table, fmt: Format = Format.table, out: Path | None = None) 
             _fail("--format parquet needs --out FILE")
         pq.write_table(table, out)
     elif fmt is Format.csv:
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed", quoting_header="needed"))
-        _write_text(sink.getvalue().to_pybytes().decode(), out)
+        sink = io.StringIO()
+        writer = csv.writer(sink, lineterminator="\n")
+        writer.writerow(table.column_names)
+        writer.writerows(["" if v is None else v for v in row.values()] for row in table.to_pylist())
+        _write_text(sink.getvalue(), out)
     elif fmt is Format.json:
         _write_text(json.dumps(table.to_pylist(), indent=2, default=str) + "\n", out)
     else:

@@ -24,16 +24,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from catalogue.schema import TABLES, TableSpec
+from catalogue.schema import TABLES, TableSpec, set_by_catalogue
 from schemas.bundle import BundleArtifact, ResultBundle, finding_key
 from schemas.entities import Commit
 from schemas.identity import canonical_json, content_id
 
 __all__ = ["BundleError", "CommitInfo", "land", "write_artifacts"]
-
-# Columns the catalogue fills in; a bundle leaves them empty.
-_SET_BY_CATALOGUE = {"commit_id", "version"}
-
 
 class BundleError(ValueError):
     """The bundle is malformed or refers to something missing; nothing was committed."""
@@ -158,7 +154,7 @@ def _to_arrow(spec: TableSpec, rows: list[Any]) -> pa.Table:
         raise BundleError(_first_invalid_row(spec, rows)) from None
     for field in schema:
         column = table.column(field.name)
-        if not field.nullable and field.name not in _SET_BY_CATALOGUE and column.null_count:
+        if not field.nullable and field.name not in set_by_catalogue(spec.name) and column.null_count:
             bad = records[column.is_null().to_pylist().index(True)]
             raise BundleError(f"{spec.name}: {_label(bad)} has no {field.name}, which is required")
         spec_col = spec.columns[schema.get_field_index(field.name)]

@@ -18,7 +18,8 @@ from sqlmodel import SQLModel
 
 from schemas.entities import ENTITIES
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views",
+           "set_by_catalogue"]
 
 SCHEMA_VERSION = 1
 
@@ -100,6 +101,11 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in map(_table_spec, ENT
 VIEWS: dict[str, str] = {
     "findings_current": "The current version of every finding key: `findings` where `status` is `current`.",
 }
+
+
+def set_by_catalogue(table: str) -> set[str]:
+    """Columns the catalogue fills in when it commits; a bundle leaves them empty."""
+    return {"commit_id", "version"} if table == "findings" else {"commit_id"}
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:

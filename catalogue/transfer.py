@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalogue.docs import export_readme
-from catalogue.schema import SCHEMA_VERSION, TABLES
+from catalogue.schema import SCHEMA_VERSION, TABLES, set_by_catalogue
 from catalogue.store import Catalogue
 from schemas.bundle import BundleArtifact, ResultBundle
 from schemas.identity import sha256_file
@@ -133,7 +133,7 @@ def _bundle_of(src: Path, commit_id: str, rows: dict[str, dict[str, list[dict[st
         spec = TABLES[name]
         out = []
         for row in rows[name].get(commit_id, []):
-            values = {c: row[c] for c in spec.column_names if c not in ("commit_id", "version")}
+            values = {c: row[c] for c in spec.column_names if c not in set_by_catalogue(name)}
             for c in spec.json_columns:
                 values[c] = json.loads(values[c]) if values[c] is not None else None
             out.append(spec.entity(**values))

@@ -1,0 +1,58 @@
+"""Docs that cannot rot, and the CLI's contract: help with examples, one-line errors, the demo."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from catalogue.cli import app
+from catalogue.docs import README_BEGIN, README_END, tables_reference
+from catalogue.schema import TABLES
+from tests.conftest import REPO, modelsci
+
+README = (REPO / "README.md").read_text()
+COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
+
+
+def test_readme_table_reference_is_the_generated_one() -> None:
+    start, end = README.index(README_BEGIN) + len(README_BEGIN), README.index(README_END)
+    assert README[start:end].strip() == tables_reference().strip(), (
+        "README's table reference is stale: regenerate it with `python -m catalogue.docs`")
+
+
+def test_every_column_has_a_description() -> None:
+    missing = [f"{t.name}.{c.name}" for t in TABLES.values() for c in t.columns if not c.description]
+    assert missing == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_readme_and_its_help_has_an_example(command) -> None:
+    cli_section = README[README.index("<!-- cli:begin -->"):README.index("<!-- cli:end -->")]
+    assert f"`modelsci {command}" in cli_section
+    help_text = modelsci(command, "--help").stdout
+    assert re.search(r"Example:?\s+modelsci " + command, help_text), help_text
+
+
+def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path) -> None:
+    cases = [
+        (["show", "sha256:nothing"], "nothing in the catalogue has the id"),
+        (["sql", "SELECT * FROM findings", "--as-of", "99"], "no commit '99' in the catalogue"),
+        (["sql", "SELEC oops"], "could not parse the SQL"),
+        (["import", str(tmp_path / "nowhere")], "is not a modelsci export"),
+        (["history", "sha256:nothing"], "no finding or finding key"),
+    ]
+    for args, message in cases:
+        result = modelsci(*args, catalogue_dir=tmp_path / "cat", check=False)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_demo_builds_a_checked_catalogue_and_a_second_run_reuses_it(tmp_path) -> None:
+    first = modelsci("demo", catalogue_dir=tmp_path / "cat").stdout
+    assert "committed" in first and f"catalogue: {tmp_path / 'cat'}" in first
+    assert "models=1" in first and "source_uri=sklearn://breast_cancer, split=test, rows=143" in first
+    second = modelsci("demo", catalogue_dir=tmp_path / "cat").stdout
+    assert "nothing new to commit" in second
+    assert "ok: catalogue consistent" in modelsci("check", catalogue_dir=tmp_path / "cat").stdout
+    assert (tmp_path / "cat/export/manifest.json").is_file()

@@ -147,45 +147,46 @@ def _check_finding_keys(bundle: ResultBundle) -> None:
 
 def _to_arrow(spec: TableSpec, rows: list[Any]) -> pa.Table:
     schema = spec.arrow_schema()
-    records = [_record(spec, row) for row in rows]
+    columns = {name: _column(spec, name, rows) for name in spec.column_names}
     try:
-        table = pa.Table.from_pylist(records, schema=schema)
+        table = pa.Table.from_pydict(columns, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         raise BundleError(_first_invalid_row(spec, rows)) from None
-    for field in schema:
+    for field, spec_col in zip(schema, spec.columns):
         column = table.column(field.name)
         if not field.nullable and field.name not in set_by_catalogue(spec.name) and column.null_count:
-            bad = records[column.is_null().to_pylist().index(True)]
+            bad = rows[column.is_null().to_pylist().index(True)]
             raise BundleError(f"{spec.name}: {_label(bad)} has no {field.name}, which is required")
-        spec_col = spec.columns[schema.get_field_index(field.name)]
         if spec_col.choices and len(column):
             unknown = pc.invert(pc.is_in(column, pa.array(spec_col.choices))).fill_null(False)
             if pc.any(unknown).as_py():
-                bad = records[unknown.to_pylist().index(True)]
-                raise BundleError(f"{spec.name}: {_label(bad)} has {field.name} = {bad[field.name]!r}; "
-                                  f"expected one of {', '.join(spec_col.choices)}")
+                bad = rows[unknown.to_pylist().index(True)]
+                raise BundleError(f"{spec.name}: {_label(bad)} has {field.name} = "
+                                  f"{_value(bad, field.name)!r}; expected one of {', '.join(spec_col.choices)}")
         if pa.types.is_floating(field.type) and len(column):
             bad_mask = pc.or_(pc.is_nan(column), pc.is_inf(column)).fill_null(False)
             if pc.any(bad_mask).as_py():
-                bad = records[bad_mask.to_pylist().index(True)]
-                raise BundleError(f"{spec.name}: {_label(bad)} has {field.name} = {bad[field.name]}, "
+                bad = rows[bad_mask.to_pylist().index(True)]
+                raise BundleError(f"{spec.name}: {_label(bad)} has {field.name} = {_value(bad, field.name)}, "
                                   "a finite number or null is required")
     return table
 
 
-def _record(spec: TableSpec, row: Any) -> dict[str, Any]:
-    record = dict(row.__dict__) if hasattr(row, "__dict__") else dict(row)
-    out: dict[str, Any] = {}
-    for name in spec.column_names:
-        value = record.get(name)
-        if isinstance(value, Enum):
-            value = value.value
-        elif name in spec.json_columns:
-            try:
-                value = canonical_json(value if value is not None else {})
-            except (TypeError, ValueError) as exc:
-                raise BundleError(f"{spec.name}: {_label(record)} has {name} that is not finite JSON: {exc}") from None
-        out[name] = value
+def _value(row: Any, name: str) -> Any:
+    value = getattr(row, name, None)
+    return value.value if isinstance(value, Enum) else value
+
+
+def _column(spec: TableSpec, name: str, rows: list[Any]) -> list[Any]:
+    values = [_value(row, name) for row in rows]
+    if name not in spec.json_columns:
+        return values
+    out = []
+    for row, value in zip(rows, values):
+        try:
+            out.append(canonical_json(value if value is not None else {}))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{spec.name}: {_label(row)} has {name} that is not finite JSON: {exc}") from None
     return out
 
 
@@ -196,15 +197,15 @@ def _first_invalid_row(spec: TableSpec, rows: list[Any]) -> str:
             spec.entity.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            return f"{spec.name}: {_label(data)} is malformed: {problems}"
+            return f"{spec.name}: {_label(row)} is malformed: {problems}"
     return f"{spec.name}: a row does not fit the schema"
 
 
-def _label(record: dict[str, Any]) -> str:
-    if record.get("id"):
-        return f"row {record['id']}"
-    if record.get("src_id"):
-        return f"link {record.get('src_id')} -{record.get('relation')}-> {record.get('dst_id')}"
+def _label(row: Any) -> str:
+    if getattr(row, "id", None):
+        return f"row {row.id}"
+    if getattr(row, "src_id", None):
+        return f"link {row.src_id} -{_value(row, 'relation')}-> {row.dst_id}"
     return "a row"
 
 
@@ -217,7 +218,7 @@ def _land_rows(con: duckdb.DuckDBPyConnection, info: CommitInfo) -> Commit | Non
     new = {name: _new_rows(con, name) for name in ("models", "datasets", "analyses", "runs", "findings")}
     _check_references(con)
     _stage_versions(con)
-    counts = {name: _one(con, f"SELECT count(*) FROM {table}")[0] for name, table in new.items()}
+    counts = dict(zip(new, _one(con, "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in new.values()))))
     n_links = _stage_links(con)
     n_artifacts = _stage_artifacts(con)
     if not any(counts.values()) and not n_links and not n_artifacts:

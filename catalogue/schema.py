@@ -10,6 +10,7 @@ definitions, cut off at a commit's sequence number, answer ``--as-of`` queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from enum import Enum
 
 import duckdb
@@ -53,13 +54,13 @@ class TableSpec:
     primary_key: tuple[str, ...]
     description: str
 
-    @property
+    @cached_property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    @property
-    def json_columns(self) -> list[str]:
-        return [c.name for c in self.columns if c.sql_type == "JSON"]
+    @cached_property
+    def json_columns(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.columns if c.sql_type == "JSON")
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, _ARROW_TYPES[c.sql_type], c.nullable) for c in self.columns])

@@ -1,0 +1,171 @@
+"""Catalogue benchmarks: commit throughput and current-findings lookups, against raw DuckDB.
+
+1. Commit 100,000 findings in bundles of 1,000 through ``Catalogue.commit`` and, in the same
+   run, insert the same rows as Arrow tables into a same-schema DuckDB table, one transaction
+   per bundle (the raw peer), and again opening the file per bundle as the catalogue must.
+   Reports findings/s for each and the ratios (target >= 0.5 against the raw peer).
+2. On 1,000,000 findings (1,000 models x 1,000 keys, a tenth of them with a second version),
+   ``findings_current`` for one model through the API against the same query on a raw DuckDB
+   connection. Reports medians and the ratio (target <= 1.2).
+
+Usage: python benchmarks/bench_catalogue.py [--findings 100000] [--bundle 1000] [--big 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+import catalogue
+from catalogue.landing import bundle_tables
+from catalogue.schema import TABLES
+from schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
+
+
+def make_bundles(n_findings: int, per_bundle: int) -> list[ResultBundle]:
+    model = ModelInstance(id="sha256:" + "a" * 64, source_uri="bench://model")
+    dataset = Dataset(id="sha256:" + "b" * 64, source_uri="bench://data", rows=1000)
+    analysis = Analysis(id="bench.importance@1", name="bench.importance", version="1",
+                        family="attribution", pillar="explore")
+    bundles = []
+    for b in range(n_findings // per_bundle):
+        params = {"bundle": b}
+        run = Run(id=f"run-{b}", model_id=model.id, dataset_id=dataset.id, analysis_id=analysis.id,
+                  params=params, params_hash=params_hash(params), status="succeeded")
+        bundle = ResultBundle(models=[model], datasets=[dataset], analyses=[analysis], runs=[run])
+        for i in range(per_bundle):
+            bundle.add_finding(run, kind="importance", subject=f"feature {i}", statement="bench",
+                               value=i / per_bundle, ci=(i / per_bundle - 0.01, i / per_bundle + 0.01), n=100)
+        bundles.append(bundle)
+    return bundles
+
+
+def bench_commit(n_findings: int, per_bundle: int, workdir: Path) -> dict[str, float]:
+    bundles = make_bundles(n_findings, per_bundle)
+    cat = catalogue.open(workdir / "commit-bench")
+    start = time.perf_counter()
+    for bundle in bundles:
+        cat.commit(bundle)
+    api_s = time.perf_counter() - start
+
+    # The raw peer: the same findings rows as Arrow, inserted one bundle per transaction.
+    arrow = [bundle_tables(b)["findings"] for b in bundles]
+    con = duckdb.connect(str(workdir / "raw.duckdb"))
+    cols = ", ".join(f'"{c.name}" {c.sql_type}' for c in TABLES["findings"].columns)
+    con.execute(f"CREATE TABLE findings ({cols}, PRIMARY KEY (id))")
+    start = time.perf_counter()
+    for table in arrow:
+        con.execute("BEGIN")
+        con.register("batch", table)
+        con.execute("INSERT INTO findings SELECT * FROM batch")
+        con.unregister("batch")
+        con.execute("COMMIT")
+    raw_s = time.perf_counter() - start
+    con.close()
+
+    # The same raw insert, opening and closing the file per bundle as the catalogue must so
+    # that readers can get in between commits: the floor under this locking discipline.
+    con = duckdb.connect(str(workdir / "raw-reopen.duckdb"))
+    con.execute(f"CREATE TABLE findings ({cols}, PRIMARY KEY (id))")
+    con.close()
+    start = time.perf_counter()
+    for table in arrow:
+        con = duckdb.connect(str(workdir / "raw-reopen.duckdb"))
+        con.execute("BEGIN")
+        con.register("batch", table)
+        con.execute("INSERT INTO findings SELECT * FROM batch")
+        con.unregister("batch")
+        con.execute("COMMIT")
+        con.close()
+    raw_reopen_s = time.perf_counter() - start
+    assert cat.sql("SELECT count(*) AS n FROM findings").column("n")[0].as_py() == n_findings
+    return {"findings": n_findings, "bundle": per_bundle, "api_findings_per_s": n_findings / api_s,
+            "raw_findings_per_s": n_findings / raw_s, "ratio_api_over_raw": raw_s / api_s,
+            "raw_reopen_findings_per_s": n_findings / raw_reopen_s,
+            "ratio_api_over_raw_reopen": raw_reopen_s / api_s}
+
+
+def build_big(path: Path, n: int) -> str:
+    """A catalogue of ``n`` findings written straight into the store (setup, not measured)."""
+    cat = catalogue.open(path)
+    models = 1000
+    per_model = n // models
+    con = duckdb.connect(str(cat.db_path))
+    con.execute("BEGIN")
+    con.execute("INSERT INTO store.commits VALUES ('sha256:c1', 1, NULL, now()::TIMESTAMP, 'bench', "
+                "'setup', 0, 0, 0, 0, 0, 0, 0)")
+    con.execute(f"""INSERT INTO store.models (id, source_uri, tags, card, commit_id, commit_seq)
+        SELECT 'sha256:m' || lpad(i::VARCHAR, 6, '0'), 'bench://' || i, '[]', '{{}}', 'sha256:c1', 1
+        FROM range({models}) t(i)""")
+    # a tenth of the keys have two versions: version 1 superseded, version 2 current
+    con.execute(f"""INSERT INTO store.findings
+        SELECT 'sha256:f' || m || '-' || k || '-' || v AS id, 'sha256:k' || m || '-' || k AS key_id,
+               'sha256:m' || lpad(m::VARCHAR, 6, '0') AS model_id, NULL, 'bench.importance@1',
+               'bench.importance', 'sha256:p', 'importance', 'feature ' || k, 'run', 'bench',
+               random(), NULL, NULL, 100, NULL, false, '{{}}', v AS version, 'sha256:c1', 1,
+               CASE WHEN v = 1 AND k % 10 = 0 THEN 1 END AS superseded_seq
+        FROM range({models}) a(m), range({per_model}) b(k), range(1, 3) c(v)
+        WHERE v = 1 OR k % 10 = 0
+        LIMIT {n}""")
+    con.execute("COMMIT")
+    con.close()
+    return "sha256:m000500"
+
+
+def bench_current(n: int, workdir: Path, repeats: int = 15) -> dict[str, float]:
+    model = build_big(workdir / "big", n)
+    cat = catalogue.open(workdir / "big")
+    total = cat.sql("SELECT count(*) AS n FROM findings").column("n")[0].as_py()
+    query = "SELECT * FROM findings_current WHERE model_id = $m"
+
+    def api() -> int:
+        return cat.query(query, {"m": model}).num_rows
+
+    con = duckdb.connect(str(cat.db_path), read_only=True)
+
+    def raw() -> int:
+        return con.sql(query, params={"m": model}).to_arrow_table().num_rows
+
+    def raw_with_connect() -> int:
+        fresh = duckdb.connect(str(cat.db_path), read_only=True)
+        try:
+            return fresh.sql(query, params={"m": model}).to_arrow_table().num_rows
+        finally:
+            fresh.close()
+
+    times: dict[str, list[float]] = {"api": [], "raw": [], "raw_with_connect": []}
+    rows = set()
+    for _ in range(repeats):
+        for name, fn in (("api", api), ("raw", raw), ("raw_with_connect", raw_with_connect)):
+            start = time.perf_counter()
+            rows.add(fn())
+            times[name].append(time.perf_counter() - start)
+    con.close()
+    assert len(rows) == 1, rows
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"findings": total, "rows_returned": rows.pop(), "api_ms": med["api"] * 1e3,
+            "raw_ms": med["raw"] * 1e3, "raw_with_connect_ms": med["raw_with_connect"] * 1e3,
+            "ratio_api_over_raw": med["api"] / med["raw"],
+            "ratio_api_over_raw_with_connect": med["api"] / med["raw_with_connect"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--findings", type=int, default=100_000)
+    parser.add_argument("--bundle", type=int, default=1_000)
+    parser.add_argument("--big", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {"commit": bench_commit(args.findings, args.bundle, Path(tmp)),
+                   "findings_current": bench_current(args.big, Path(tmp))}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -173,7 +173,9 @@ def _to_arrow(spec: TableSpec, rows: list[Any]) -> pa.Table:
 
 
 def _value(row: Any, name: str) -> Any:
-    value = getattr(row, name, None)
+    # SQLModel table rows keep their values in __dict__; reading it skips SQLAlchemy's
+    # attribute instrumentation, a third of the conversion's time.
+    value = row.__dict__.get(name) if hasattr(row, "__dict__") else getattr(row, name, None)
     return value.value if isinstance(value, Enum) else value
 
 

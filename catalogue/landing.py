@@ -334,7 +334,9 @@ def _stage_links(con: duckdb.DuckDBPyConnection) -> int:
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE new_links AS
-        SELECT DISTINCT ON (src_id, dst_id, relation) * FROM (
+        SELECT DISTINCT ON (src_id, dst_id, relation) *,
+               src_id || ' ' || relation || ' ' || dst_id AS id  -- only for the commit's digest
+        FROM (
         SELECT id AS src_id, prev_id AS dst_id, 'supersedes' AS relation,
                json_object('version', new_version, 'previous_version', new_version - 1) AS evidence
         FROM new_findings WHERE prev_id IS NOT NULL
@@ -352,8 +354,6 @@ def _stage_links(con: duckdb.DuckDBPyConnection) -> int:
         WHERE NOT EXISTS (SELECT 1 FROM store.finding_links l WHERE l.src_id = b.src_id
                           AND l.dst_id = b.dst_id AND l.relation = b.relation))
     """)
-    con.execute("ALTER TABLE new_links ADD COLUMN id VARCHAR")
-    con.execute("UPDATE new_links SET id = src_id || ' ' || relation || ' ' || dst_id")
     return _one(con, "SELECT count(*) FROM new_links")[0]
 
 

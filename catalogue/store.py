@@ -133,7 +133,7 @@ class Catalogue:
         where, params = [], []
         if model:
             where.append("starts_with(f.model_id, ?)")
-            params.append(model if model.startswith("sha256:") else f"sha256:{model}")
+            params.append(_id_prefix(model))
         if analysis:
             where.append("f.analysis_name = ?")
             params.append(analysis)
@@ -156,7 +156,7 @@ class Catalogue:
 
     def history(self, key_or_id: str, *, as_of: str | None = None) -> pa.Table:
         """Every version of one finding key (given the key or any version's id), oldest first."""
-        ref = key_or_id if key_or_id.startswith("sha256:") else f"sha256:{key_or_id}"
+        ref = _id_prefix(key_or_id)
         return self.query("""
             WITH k AS (SELECT DISTINCT key_id FROM findings
                        WHERE starts_with(key_id, $ref) OR starts_with(id, $ref))
@@ -170,7 +170,7 @@ class Catalogue:
 
     def show(self, ref: str, *, as_of: str | None = None) -> dict[str, Any]:
         """The row with this id (or unique id prefix) in whichever table holds it, with its links."""
-        full = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+        full = _id_prefix(ref)
         matches: list[tuple[str, dict[str, Any]]] = []
         for table in ("models", "datasets", "analyses", "runs", "findings", "commits", "artifacts"):
             rows = self.query(f"SELECT * FROM {table} WHERE id = $ref OR starts_with(id, $full)",
@@ -197,13 +197,18 @@ class Catalogue:
         return Commit(**rows[0]) if rows else None
 
 
+def _id_prefix(ref: str) -> str:
+    """An id or id prefix as typed, with the ``sha256:`` that every id starts with."""
+    return ref if ref.startswith("sha256:") else f"sha256:{ref}"
+
+
 def _resolve_commit(con: duckdb.DuckDBPyConnection, ref: str) -> int:
     """Sequence number of a commit given by id, unique id prefix (with or without ``sha256:``) or seq."""
     ref = ref.strip()
     if ref.isdigit() and len(ref) < 12:
         row = con.execute("SELECT seq FROM store.commits WHERE seq = ?", [int(ref)]).fetchall()
     else:
-        prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+        prefix = _id_prefix(ref)
         row = con.execute("SELECT seq FROM store.commits WHERE starts_with(id, ?)", [prefix]).fetchall()
     if len(row) == 1:
         return row[0][0]

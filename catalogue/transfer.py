@@ -113,10 +113,11 @@ def _read_verified(src: Path) -> dict[str, pa.Table]:
             raise ExportError(f"{path} does not match its sha256 in manifest.json: the export is "
                               "damaged or was edited; refusing to import it")
         tables[name] = pq.read_table(path)
-    for row in tables["artifacts"].to_pylist():
-        path = src / row["path"]
-        if not path.is_file() or sha256_file(path) != row["sha256"]:
-            raise ExportError(f"{path} is missing or does not match its sha256 {row['sha256']}; "
+    # one file can serve several artifact rows: verify each file once
+    for rel, sha in sorted({(r["path"], r["sha256"]) for r in tables["artifacts"].to_pylist()}):
+        path = src / rel
+        if not path.is_file() or sha256_file(path) != sha:
+            raise ExportError(f"{path} is missing or does not match its sha256 {sha}; "
                               "refusing to import")
     return tables
 

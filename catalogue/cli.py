@@ -21,6 +21,10 @@ from rich.text import Text
 import catalogue
 from catalogue.integrity import check as check_catalogue
 from catalogue.transfer import ExportError, export as export_catalogue, import_export
+from ingest.datasets import DatasetError
+from ingest.hub import HubError
+from ingest.models import ModelError
+from schemas.manifest import ManifestError
 
 app = typer.Typer(
     name="modelsci",
@@ -34,7 +38,7 @@ err = Console(stderr=True)
 
 # Errors that are the user's input or the catalogue's state, not a bug: shown in one line.
 _USER_ERRORS = (
-    catalogue.BundleError, catalogue.CatalogueBusyError, catalogue.ReadOnlySQLError,
+    ManifestError, ModelError, DatasetError, HubError, catalogue.BundleError, catalogue.CatalogueBusyError, catalogue.ReadOnlySQLError,
     catalogue.UnknownCommitError, ExportError, LookupError, OSError, duckdb.Error,
 )
 
@@ -201,6 +205,97 @@ def import_(src: Annotated[Path, typer.Argument(help="An export folder.")]) -> N
     report = import_export(_open(), src)
     console.print(f"imported {len(report.landed)} commit(s); {len(report.already_present)} "
                   "already present", highlight=False)
+
+
+@app.command()
+def submit(
+    manifest: Annotated[Path, typer.Argument(help="A submission manifest (YAML).")],
+    run_now: Annotated[bool, typer.Option("--run", help="Run the planned runs at once.")] = False,
+    rerun: Annotated[bool, typer.Option("--rerun", help="Plan every run again; its findings become new versions.")] = False,
+    device: Annotated[str, typer.Option(help="With --run: auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Validate a manifest, register its model and dataset, and queue its runs.
+
+    Every problem in the manifest is reported at once, with its place in the YAML.
+    Example: modelsci submit examples/sklearn-breast-cancer.yaml --run
+    """
+    from ingest.planner import read_manifest, submit as submit_manifest
+
+    cat = _open()
+    with console.status("resolving the model and dataset ..."):
+        submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun)
+    console.print(f"model   {submission.model.id}  ({submission.model.framework}, "
+                  f"{submission.model.instance.source_uri})", highlight=False)
+    if submission.dataset is not None:
+        console.print(f"dataset {submission.dataset.id}  ({submission.dataset.entity.source_uri}, "
+                      f"{submission.dataset.entity.rows} rows)", highlight=False)
+    for run_id in submission.queued:
+        console.print(f"queued  {run_id}", highlight=False)
+    if submission.already_planned:
+        console.print(f"{len(submission.already_planned)} run(s) already planned, not queued again "
+                      "(--rerun to make new versions)", highlight=False)
+    if run_now:
+        _run_queue(cat, device, 1)
+
+
+@app.command("run")
+def run_(
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    jobs: Annotated[int, typer.Option(min=1, help="Runs executed at once, in worker processes.")] = 1,
+) -> None:
+    """Execute the queued runs, landing each one's findings as it finishes.
+
+    A failed run is recorded with its error and the others go on. Interrupted? Run it again.
+    Example: modelsci run --device cpu --jobs 2
+    """
+    _run_queue(_open(), device, jobs)
+
+
+def _run_queue(cat: catalogue.Catalogue, device: str, jobs: int) -> None:
+    from catalogue.progress import ProgressReporter
+    from ingest.executor import run_queue
+
+    with ProgressReporter(console) as reporter:
+        summary = run_queue(cat, device=device, jobs=jobs, reporter=reporter)
+    console.print(f"{len(summary.succeeded)} run(s) succeeded, {len(summary.failed)} failed"
+                  + (" (see `modelsci status`)" if summary.failed else ""), highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The queue: runs queued, running, succeeded and failed, with each failure's error.
+
+    Example: modelsci status
+    """
+    queue = _open().queue()
+    counts = {s: queue.column("status").to_pylist().count(s) for s in ("queued", "running", "succeeded", "failed")}
+    _emit(queue.drop_columns(["traceback"]), fmt)
+    if fmt is Format.table:
+        console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+
+
+@app.command()
+def analyses() -> None:
+    """List the registered analyses with their parameters and defaults.
+
+    Example: modelsci analyses
+    """
+    from analyses.base import registry
+
+    for name, plugin in registry().items():
+        console.print(f"[bold]{name}[/] @{plugin.version}  ({plugin.family}, {plugin.pillar.value})",
+                      highlight=False)
+        console.print(f"  {plugin.description}", highlight=False, soft_wrap=True)
+        if plugin.tasks:
+            console.print(f"  tasks: {', '.join(sorted(plugin.tasks))}", highlight=False)
+        for field_name, info in plugin.Params.model_fields.items():
+            kind = getattr(info.annotation, "__name__", str(info.annotation))
+            console.print(f"  {field_name}: {kind} = {info.default!r}  {info.description or ''}",
+                          highlight=False)
 
 
 @app.command()

@@ -239,6 +239,9 @@ def _land_rows(con: duckdb.DuckDBPyConnection, info: CommitInfo) -> Commit | Non
         cols = _cols(name, skip={"commit_id"})
         con.execute(f"INSERT INTO store.{name} ({cols}, commit_id, commit_seq) "
                     f"SELECT {cols}, ?, ? FROM new_{name}", [commit_id, seq])
+    # A landed run leaves the queue in the same transaction: never both queued and landed.
+    con.execute("UPDATE store.queue SET status = r.status, error = r.error, finished_at = ? "
+                "FROM bundle_runs r WHERE store.queue.run_id = r.id", [created_at])
     cols = _cols("findings", skip={"commit_id", "version"})
     con.execute(f"INSERT INTO store.findings ({cols}, version, commit_id, commit_seq) "
                 f"SELECT {cols}, new_version, ?, ? FROM new_findings", [commit_id, seq])

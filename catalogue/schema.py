@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 from sqlmodel import SQLModel
 
+from catalogue.queue import QUEUE_DDL
 from schemas.entities import ENTITIES
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views",
@@ -120,6 +121,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         cols += spec.bookkeeping()
         cols.append(f"PRIMARY KEY ({', '.join(spec.primary_key)})")
         con.execute(f"CREATE TABLE store.{spec.name} ({', '.join(cols)})")
+    con.execute(QUEUE_DDL)
     create_views(con, as_of_seq=None, temporary=False)
     con.execute("COMMIT")
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from catalogue.connection import connect, lock_timeout
 from catalogue.landing import CommitInfo, land, write_artifacts
+from catalogue.queue import QueuedRun, claim, enqueue, ensure_queue, release
 from catalogue.readonly import check_read_only, lock_down
 from catalogue.schema import create_schema, create_views
 from schemas.bundle import ResultBundle
@@ -88,10 +89,35 @@ class Catalogue:
         with self._writer() as con:
             return land(con, bundle, info)
 
+    def enqueue(self, runs: list[QueuedRun]) -> list[str]:
+        """Queue planned runs (those not queued already); returns the ids added."""
+        with self._writer() as con:
+            return enqueue(con, runs)
+
+    def claim(self, worker: str) -> QueuedRun | None:
+        """Take the next queued run for ``worker``, or None when the queue is empty."""
+        with self._writer() as con:
+            return claim(con, worker)
+
+    def release(self, run_ids: list[str]) -> None:
+        """Put runs that were interrupted before they landed back in the queue."""
+        if run_ids:
+            with self._writer() as con:
+                release(con, run_ids)
+
+    def queue(self) -> pa.Table:
+        """Every queued, running, succeeded and failed run of the queue, oldest first."""
+        return self.query("""
+            SELECT q.run_id, q.status, q.analysis_id, q.model_id, q.dataset_id, q.seed, q.attempt,
+                   q.queued_at, q.finished_at, r.wall_s, q.worker, q.error, r.traceback
+            FROM store.queue q LEFT JOIN store.runs r ON r.id = q.run_id
+            ORDER BY q.queued_at, q.run_id""")
+
     @contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
         con = connect(self.db_path, read_only=False, timeout=self.write_timeout)
         try:
+            ensure_queue(con)
             yield con
         finally:
             con.close()

@@ -20,6 +20,16 @@ With safetensors and hashlib alone: ``safe_open(path, "np")`` gives names, ``get
 .get_dtype()`` / ``.get_shape()`` the dtype and shape, and ``get_tensor(name).tobytes()`` the
 data (for dtypes numpy lacks, such as BF16, read the bytes at the header's ``data_offsets``).
 
+scikit-learn models (skops files)
+---------------------------------
+A skops file is a zip of ``schema.json`` and one ``.npy`` member per array, the members named
+after Python object ids, so the bytes differ on every save. The identity canonicalises it::
+
+    schema = json.loads(zip.read("schema.json")); del schema["_skops_version"]
+    walk schema: replace each node's "file" by the hex sha256 of that .npy member's bytes,
+    and drop each "__id__" (object ids, which Python recycles, so they are not content)
+    model_id = "sha256:" + sha256(b"modelsci-skops-v1\n" + canonical_json(schema)).hexdigest()
+
 Datasets
 --------
 ``Dataset.id`` hashes the rows as used: the Arrow table with its columns sorted by name, no
@@ -51,6 +61,7 @@ __all__ = [
     "dataset_id",
     "safetensors_records",
     "sha256_file",
+    "skops_hash",
     "tensor_hash",
     "tensor_hash_of_arrays",
     "tensor_hash_of_files",
@@ -160,6 +171,36 @@ def _as_little_endian_array(t: Any) -> tuple[np.ndarray, str]:
     if arr.dtype.byteorder == ">":
         arr = arr.byteswap().view(arr.dtype.newbyteorder("<"))
     return arr, _NUMPY_TO_SAFETENSORS[arr.dtype.name]
+
+
+def skops_hash(path: str | Path) -> str:
+    """Identity of a scikit-learn model saved with skops: its schema and arrays, not its bytes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+            members = {name: archive.read(name) for name in archive.namelist() if name != "schema.json"}
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a skops file ({exc})") from None
+    schema.pop("_skops_version", None)
+    def canonical(node: Any) -> Any:
+        if isinstance(node, list):
+            return [canonical(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "__id__":
+                continue
+            if key == "file" and isinstance(value, str) and value in members:
+                out[key] = hashlib.sha256(members[value]).hexdigest()
+            else:
+                out[key] = canonical(value)
+        return out
+
+    data = b"modelsci-skops-v1\n" + canonical_json(canonical(schema)).encode()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def dataset_id(table: pa.Table, split: str | None, limit: int | None) -> str:

@@ -1,0 +1,1 @@
+"""Evaluation analyses (Verify pillar): how well a model does what it claims."""

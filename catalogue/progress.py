@@ -1,0 +1,40 @@
+"""Rich progress bars for ``modelsci run``: one bar per run, advanced by its analysis."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from catalogue.queue import QueuedRun
+from ingest.executor import Reporter
+from schemas.entities import Run
+
+__all__ = ["ProgressReporter"]
+
+
+class ProgressReporter(Reporter):
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
+                                 TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def started(self, run: QueuedRun):  # type: ignore[override]
+        task = self.progress.add_task(f"{run.analysis_id} on {run.model_id[7:19]} seed {run.seed}",
+                                      total=None, state="running")
+        self.tasks[run.run_id] = task
+        return lambda done, total: self.progress.update(task, completed=done, total=total)
+
+    def finished(self, run: QueuedRun, result: Run) -> None:
+        task = self.tasks.pop(run.run_id)
+        state = "[green]succeeded" if result.status == "succeeded" else f"[red]failed: {result.error}"
+        self.progress.update(task, total=1, completed=1, state=state)

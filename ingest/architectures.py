@@ -1,0 +1,83 @@
+"""Plain PyTorch architectures that modelsci knows, so their weights can live in safetensors.
+
+A folder holds ``model.safetensors`` and ``modelsci.json`` (``{"architecture": "mlp",
+"args": {...}}``); loading builds the module from the config and loads the weights. Nothing
+from the folder is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "SmallCNN", "build", "save_torch_model"]
+
+CONFIG_NAME = "modelsci.json"
+
+
+class MLP(nn.Module):
+    """Fully connected network on a flat feature vector; outputs logits (or one value)."""
+
+    def __init__(self, in_features: int, hidden: list[int] | tuple[int, ...] = (64,), out_features: int = 2) -> None:
+        super().__init__()
+        sizes = [in_features, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], out_features))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two conv layers on an image given flat (rows x C*H*W) or shaped; outputs logits."""
+
+    def __init__(self, image_shape: list[int] | tuple[int, int, int] = (1, 8, 8),
+                 channels: list[int] | tuple[int, int] = (16, 32), n_classes: int = 10) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        c, h, w = self.image_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, channels[0], 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels[0], channels[1], 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+        )
+        self.head = nn.Linear(channels[1] * 4, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], *self.image_shape)
+        return self.head(self.features(x).flatten(1))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": SmallCNN}
+
+
+def build(config: dict[str, Any]) -> nn.Module:
+    """The module a ``modelsci.json`` describes, with freshly initialised weights."""
+    name = config.get("architecture")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"{CONFIG_NAME}: unknown architecture {name!r}; modelsci knows {sorted(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[name](**config.get("args", {}))
+    except TypeError as exc:
+        raise ValueError(f"{CONFIG_NAME}: bad args for {name!r}: {exc}") from None
+
+
+def save_torch_model(module: nn.Module, architecture: str, args: dict[str, Any], folder: str | Path,
+                     card: str | None = None) -> Path:
+    """Write ``model.safetensors`` + ``modelsci.json`` (+ a README card) for a known architecture."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+              str(folder / "model.safetensors"))
+    (folder / CONFIG_NAME).write_text(json.dumps({"architecture": architecture, "args": args}, indent=2))
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder

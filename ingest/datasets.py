@@ -1,0 +1,188 @@
+"""Dataset adapters: a manifest's ``dataset`` section -> the rows as used, with their identity.
+
+Sources: ``sklearn://NAME`` (scikit-learn's bundled iris, wine, breast_cancer, digits,
+diabetes, with a recorded, seeded train/test split), ``hf://org/name`` (through the datasets
+cache), a ``datasets.save_to_disk`` folder, a ``.parquet`` or ``.csv`` file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ingest.hub import is_hub, parse_hub_uri
+from schemas.entities import Dataset
+from schemas.identity import dataset_id
+from schemas.manifest import DatasetSpec
+
+__all__ = ["SKLEARN_DATASETS", "DatasetError", "DatasetHandle", "resolve_dataset"]
+
+SKLEARN_DATASETS = {
+    # name: (loader, is classification, license)
+    "iris": ("load_iris", True, "CC BY 4.0 (UCI)"),
+    "wine": ("load_wine", True, "CC BY 4.0 (UCI)"),
+    "breast_cancer": ("load_breast_cancer", True, "CC BY 4.0 (UCI)"),
+    "digits": ("load_digits", True, "CC BY 4.0 (UCI)"),
+    "diabetes": ("load_diabetes", False, "public domain (Efron et al. 2004)"),
+}
+# Columns that play a role when the manifest does not name one, first match wins.
+_DEFAULT_COLUMNS = {
+    "label": ("label", "target", "labels", "score", "y"),
+    "text": ("text", "sentence", "sentence1", "premise", "question"),
+    "text_pair": ("text_pair", "sentence2", "hypothesis"),
+    "image": ("image", "img", "pixel_values"),
+}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be resolved or does not have the columns the manifest names."""
+
+
+@dataclass
+class DatasetHandle:
+    """The rows a model is studied on, and which columns play which role."""
+
+    entity: Dataset
+    table: pa.Table
+    roles: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.entity.id
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.roles.get("features", []))
+
+    def features(self) -> np.ndarray:
+        """The feature columns as a float64 matrix (rows x features)."""
+        if not self.feature_names:
+            raise DatasetError("the dataset has no feature columns (set dataset.columns.features)")
+        return np.column_stack([self.table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                                for c in self.feature_names])
+
+    def labels(self) -> np.ndarray:
+        if "label" not in self.roles:
+            raise DatasetError("the dataset has no label column (set dataset.columns.label)")
+        return self.table.column(self.roles["label"]).to_numpy(zero_copy_only=False)
+
+    def texts(self, role: str = "text") -> list[str]:
+        if role not in self.roles:
+            raise DatasetError(f"the dataset has no {role} column (set dataset.columns.{role})")
+        return [str(v) for v in self.table.column(self.roles[role]).to_pylist()]
+
+
+def resolve_dataset(spec: DatasetSpec, task: str) -> DatasetHandle:
+    """Load the rows as used (split, limit), check the named columns, and identify them."""
+    source = spec.source
+    if source.startswith("sklearn://"):
+        table, split, meta = _sklearn(spec)
+    elif is_hub(source):
+        table, split, meta = _hub(spec)
+    else:
+        table, split, meta = _local(spec)
+    if spec.limit is not None:
+        table = table.slice(0, spec.limit)
+    roles = _roles(table, spec, task)
+    entity = Dataset(
+        id=dataset_id(table, split, spec.limit), source_uri=source, revision=meta.get("revision"),
+        config=spec.config, split=split, row_limit=spec.limit, rows=table.num_rows,
+        features={"columns": {f.name: str(f.type) for f in table.schema}, "roles": roles,
+                  **({"split": meta["split"]} if "split" in meta else {})},
+        license=meta.get("license"),
+    )
+    return DatasetHandle(entity, table, roles)
+
+
+def _sklearn(spec: DatasetSpec) -> tuple[pa.Table, str, dict[str, Any]]:
+    import sklearn.datasets
+    from sklearn.model_selection import train_test_split
+
+    name = spec.source.removeprefix("sklearn://")
+    if name not in SKLEARN_DATASETS:
+        raise DatasetError(f"dataset.source: scikit-learn has no bundled dataset {name!r}; "
+                           f"choose one of {sorted(SKLEARN_DATASETS)}")
+    loader, classification, license_ = SKLEARN_DATASETS[name]
+    data = getattr(sklearn.datasets, loader)(as_frame=True)
+    frame = data.frame.rename(columns={data.target.name: "target"}) if data.target.name != "target" else data.frame
+    split = {"test_size": spec.test_size, "random_state": spec.split_seed, "stratify": classification}
+    if spec.split not in ("train", "test", "all"):
+        raise DatasetError(f"dataset.split: sklearn:// datasets have the splits train, test and all, "
+                           f"not {spec.split!r}")
+    if spec.split != "all":
+        train, test = train_test_split(frame, test_size=spec.test_size, random_state=spec.split_seed,
+                                       stratify=frame["target"] if classification else None)
+        frame = train if spec.split == "train" else test
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table, spec.split, {"license": license_, "split": split}
+
+
+def _hub(spec: DatasetSpec) -> tuple[pa.Table, str, dict[str, Any]]:
+    import datasets
+
+    repo, revision = parse_hub_uri(spec.source, spec.revision)
+    try:
+        ds = datasets.load_dataset(repo, name=spec.config, split=spec.split, revision=revision)
+    except Exception as exc:  # datasets raises many types for a missing repo, split or cache entry
+        raise DatasetError(f"dataset.source: cannot load {spec.source} (split {spec.split!r}): "
+                           f"{type(exc).__name__}: {exc}") from None
+    fingerprint = getattr(ds, "_fingerprint", None)
+    return ds.with_format("arrow")[:], spec.split, {"revision": revision or fingerprint}
+
+
+def _local(spec: DatasetSpec) -> tuple[pa.Table, str | None, dict[str, Any]]:
+    path = Path(spec.source).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset.source: {path} does not exist")
+    if path.is_dir():
+        import datasets
+
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as exc:
+            raise DatasetError(f"dataset.source: {path} is not a datasets.save_to_disk folder: {exc}") from None
+        if isinstance(loaded, datasets.DatasetDict):
+            if spec.split not in loaded:
+                raise DatasetError(f"dataset.split: {path} has the splits {sorted(loaded)}, not {spec.split!r}")
+            loaded = loaded[spec.split]
+        return loaded.with_format("arrow")[:], spec.split, {}
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+            return pq.read_table(path), None, {}
+        if suffix == ".csv":
+            import pyarrow.csv as pacsv
+            return pacsv.read_csv(path), None, {}
+    except pa.ArrowException as exc:
+        raise DatasetError(f"dataset.source: cannot read {path}: {exc}") from None
+    raise DatasetError(f"dataset.source: {path} is neither a .parquet nor a .csv file nor a "
+                       "save_to_disk folder")
+
+
+def _roles(table: pa.Table, spec: DatasetSpec, task: str) -> dict[str, Any]:
+    """The manifest's column roles, checked against the table, with defaults filled in."""
+    names = table.column_names
+    roles: dict[str, Any] = dict(spec.columns)
+    problems = []
+    for role, value in roles.items():
+        for column in value if isinstance(value, list) else [value]:
+            if column not in names:
+                problems.append(f"dataset.columns.{role}: no column {column!r} in the dataset "
+                                f"(it has: {', '.join(names)})")
+    if problems:
+        raise DatasetError("; ".join(problems))
+    for role, candidates in _DEFAULT_COLUMNS.items():
+        if role not in roles:
+            column = next((n for n in candidates if n in names), None)
+            if column is not None:
+                roles[role] = column
+    if task.startswith("tabular") and "features" not in roles:
+        taken = {v for k, v in roles.items() if k != "features"}
+        roles["features"] = [f.name for f in table.schema
+                             if f.name not in taken and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+    return roles

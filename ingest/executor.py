@@ -1,0 +1,213 @@
+"""The local executor: claim queued runs, run each analysis, land each result bundle.
+
+Analyses run in this process (``jobs=1``) or in a pool of worker processes (``jobs>1``);
+either way workers only return bundles and this process alone commits them. A run that
+raises lands as a failed Run with its error and traceback, and the queue goes on. Ctrl-C puts
+the runs in flight back in the queue; a kill leaves them claimed by a dead process, and the
+next ``modelsci run`` takes them again.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from analyses.base import RunContext, registry
+from catalogue.queue import QueuedRun, worker_name
+from catalogue.store import Catalogue
+from ingest.datasets import DatasetHandle, resolve_dataset
+from ingest.environment import device_name, environment
+from ingest.loading import LoadedModel, load_model, resolve_device
+from ingest.models import ModelError, ModelHandle, detect_framework, resolve_model, weights_identity
+from schemas.bundle import ResultBundle, params_hash
+from schemas.entities import ModelInstance, Run
+from schemas.manifest import DatasetSpec, ModelSpec
+
+__all__ = ["Progress", "QueueSummary", "execute", "run_queue"]
+
+Progress = Callable[[float, float], None]
+
+
+@dataclass
+class QueueSummary:
+    succeeded: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class Reporter:
+    """How the executor tells its caller what happens; the CLI draws progress bars from it."""
+
+    def started(self, run: QueuedRun) -> Progress:
+        return lambda done, total: None
+
+    def finished(self, run: QueuedRun, result: Run) -> None:
+        pass
+
+
+def run_queue(cat: Catalogue, *, device: str = "auto", jobs: int = 1,
+              reporter: Reporter | None = None) -> QueueSummary:
+    """Execute queued runs until the queue is empty; returns which succeeded and which failed."""
+    device = resolve_device(device)
+    reporter = reporter or Reporter()
+    worker = worker_name()
+    summary = QueueSummary()
+    in_flight: dict[Future[ResultBundle], QueuedRun] = {}
+    current: list[QueuedRun] = []
+    try:
+        if jobs <= 1:
+            while (queued := cat.claim(worker)) is not None:
+                current[:] = [queued]
+                _land(cat, queued, execute(queued, device, reporter.started(queued)), reporter, summary)
+                current.clear()
+        else:
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+                while True:
+                    while len(in_flight) < jobs and (queued := cat.claim(worker)) is not None:
+                        reporter.started(queued)
+                        in_flight[pool.submit(execute, queued, device)] = queued
+                    if not in_flight:
+                        break
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        queued = in_flight.pop(future)
+                        try:
+                            bundle = future.result()
+                        except Exception as exc:  # the worker process itself died
+                            bundle = _failed(queued, device, exc, started=None)
+                        _land(cat, queued, bundle, reporter, summary)
+    except BaseException:
+        cat.release([q.run_id for q in [*current, *in_flight.values()]])
+        raise
+    return summary
+
+
+def execute(queued: QueuedRun, device: str, progress: Progress | None = None) -> ResultBundle:
+    """Run one queued run; the bundle holds its Run (succeeded or failed) and its findings."""
+    started = datetime.now(UTC).replace(tzinfo=None)
+    clock = time.perf_counter()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        plugin_cls = registry().get(queued.analysis_id.split("@")[0])
+        if plugin_cls is None or f"{plugin_cls.name}@{plugin_cls.version}" != queued.analysis_id:
+            have = f"{plugin_cls.name}@{plugin_cls.version}" if plugin_cls else "nothing"
+            raise LookupError(f"analysis {queued.analysis_id} is not installed (have {have}); "
+                              "resubmit the manifest to plan it with the installed version")
+        plugin = plugin_cls()
+        model = _load(queued, device)
+        dataset = _dataset(queued)
+        torch.manual_seed(queued.seed)
+        run = _run_row(queued, device, started)
+        ctx = RunContext(run=run, model=model, dataset=dataset,
+                         params=plugin_cls.Params.model_validate(queued.params), device=device,
+                         seed=queued.seed, progress=progress or (lambda done, total: None))
+        plugin.run(ctx)
+    except Exception as exc:
+        return _failed(queued, device, exc, started)
+    run.status = "succeeded"
+    _finish(run, clock, device)
+    bundle = ctx.bundle
+    bundle.analyses.append(plugin_cls.entity())
+    bundle.runs.append(run)
+    return bundle
+
+
+def _land(cat: Catalogue, queued: QueuedRun, bundle: ResultBundle, reporter: Reporter,
+          summary: QueueSummary) -> None:
+    """Commit a run's bundle; a bundle the catalogue refuses lands as a failed run instead."""
+    run = bundle.runs[-1]
+    message = f"{queued.analysis_id} on {queued.model_id[:19]}: {run.status}"
+    try:
+        cat.commit(bundle, author=f"modelsci run ({queued.worker or worker_name()})", message=message)
+    except (ValueError, LookupError) as exc:  # BundleError and friends: the analysis' output is bad
+        bundle = _failed(queued, run.device or "cpu", exc, run.started_at)
+        run = bundle.runs[-1]
+        cat.commit(bundle, author=f"modelsci run ({queued.worker})", message=f"{message} -> failed")
+    (summary.succeeded if run.status == "succeeded" else summary.failed).append(run.id)
+    reporter.finished(queued, run)
+
+
+def _run_row(queued: QueuedRun, device: str, started: datetime | None) -> Run:
+    return Run(
+        id=queued.run_id, model_id=queued.model_id, dataset_id=queued.dataset_id,
+        analysis_id=queued.analysis_id, params=queued.params, params_hash=params_hash(queued.params),
+        seed=queued.seed, status="failed", device=device_name(device),
+        environment={**environment(), "attempt": queued.attempt, "run_key": queued.run_key,
+                     "submission_id": queued.submission_id},
+        started_at=started,
+    )
+
+
+def _failed(queued: QueuedRun, device: str, exc: BaseException, started: datetime | None) -> ResultBundle:
+    run = _run_row(queued, device, started)
+    run.error = f"{type(exc).__name__}: {exc}"
+    run.traceback = "".join(traceback.format_exception(exc))
+    run.finished_at = datetime.now(UTC).replace(tzinfo=None)
+    if started is not None:
+        run.wall_s = (run.finished_at - started).total_seconds()
+    return ResultBundle(runs=[run])
+
+
+def _finish(run: Run, clock: float, device: str) -> None:
+    run.finished_at = datetime.now(UTC).replace(tzinfo=None)
+    run.wall_s = time.perf_counter() - clock
+    if device.startswith("cuda"):
+        run.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
+        run.environment["peak_memory"] = "torch.cuda.max_memory_allocated during the run"
+    else:
+        run.peak_memory_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        run.environment["peak_memory"] = "peak resident set size of the executing process"
+
+
+# Loaded models and datasets are reused by the next runs of the same process.
+_MODELS: dict[tuple[str, str], LoadedModel] = {}
+_DATASETS: dict[str, DatasetHandle] = {}
+
+
+def _load(queued: QueuedRun, device: str) -> LoadedModel:
+    key = (queued.model_id, device)
+    if key not in _MODELS:
+        _MODELS.clear()  # keep one model in memory
+        _MODELS[key] = load_model(_reopen(queued), device)
+    return _MODELS[key]
+
+
+def _reopen(queued: QueuedRun) -> ModelHandle:
+    """The queued model from its recorded folder (or its source), checked against its id."""
+    spec = queued.model_spec
+    path = Path(spec.get("path", ""))
+    if path.exists():
+        framework = detect_framework(path)
+        model_id, count = weights_identity(path, framework)
+        instance = ModelInstance(id=model_id, source_uri=spec["source"], framework=framework,
+                                 task=spec["task"], parameter_count=count)
+        handle = ModelHandle(instance, path, framework, spec["task"])
+    else:
+        handle = resolve_model(ModelSpec(source=spec["source"], revision=spec.get("revision"),
+                                         task=spec["task"]))
+    if handle.id != queued.model_id:
+        raise ModelError(f"the weights at {handle.path} changed since the run was queued "
+                         f"(now {handle.id[:19]}..., queued {queued.model_id[:19]}...)")
+    return handle
+
+
+def _dataset(queued: QueuedRun) -> DatasetHandle | None:
+    if queued.dataset_spec is None:
+        return None
+    if queued.dataset_id not in _DATASETS:
+        handle = resolve_dataset(DatasetSpec.model_validate(queued.dataset_spec), queued.model_spec["task"])
+        if handle.id != queued.dataset_id:
+            raise ValueError(f"the dataset {handle.entity.source_uri} changed since the run was queued")
+        _DATASETS.clear()
+        _DATASETS[handle.id] = handle
+    return _DATASETS[queued.dataset_id]
+

@@ -1,0 +1,191 @@
+"""Load a resolved model on a device and push a dataset's rows through it.
+
+Every loader reads safetensors or skops only and never enables remote code. ``predict``
+gives class probabilities (rows x classes) for classifiers, values for regressors,
+cosine similarities for sentence pairs and embeddings for encoders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ingest.architectures import CONFIG_NAME, build
+from ingest.datasets import DatasetHandle
+from ingest.models import ModelError, ModelHandle, read_json, skops_file
+
+__all__ = ["LoadedModel", "SKLEARN_TRUSTED", "load_model", "resolve_device"]
+
+SKLEARN_TRUSTED = frozenset({
+    # scikit-learn's own fitted-state types that skops does not trust by default; modelsci
+    # trusts these (they hold arrays, not code) and refuses every other untrusted type.
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+})
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when present, else ``cpu``; asking for CUDA without one is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda: no CUDA device is available on this machine")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ModelError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return device
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory, ready to predict."""
+
+    handle: ModelHandle
+    device: str
+    model: Any
+    tokenizer: Any = None
+
+    @property
+    def task(self) -> str:
+        return self.handle.task
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task.endswith("classification")
+
+    def predict(self, data: DatasetHandle, batch_size: int = 256) -> np.ndarray:
+        """The model's outputs on every row of ``data``."""
+        framework = self.handle.framework
+        if framework == "sklearn":
+            return self._predict_sklearn(data.features())
+        if framework == "torch":
+            return self._predict_tensor(torch.as_tensor(data.features(), dtype=torch.float32), batch_size)
+        if framework == "sentence-transformers":
+            return self._predict_sentences(data, batch_size)
+        if framework == "transformers" and "text" in data.roles:
+            return self._predict_text(data, batch_size)
+        raise ModelError(f"model {self.handle.id[:19]}: predicting with a {framework} model "
+                         f"for {self.task} is not supported")
+
+    def _predict_sklearn(self, x: np.ndarray) -> np.ndarray:
+        if not self.is_classifier:
+            return np.asarray(self.model.predict(x), dtype=np.float64)
+        if hasattr(self.model, "predict_proba"):
+            return np.asarray(self.model.predict_proba(x), dtype=np.float64)
+        labels = np.asarray(self.model.predict(x))
+        classes = np.asarray(self.model.classes_)
+        return (labels[:, None] == classes[None, :]).astype(np.float64)
+
+    @torch.no_grad()
+    def _predict_tensor(self, x: torch.Tensor, batch_size: int) -> np.ndarray:
+        outputs = [self.model(batch.to(self.device)).float().cpu() for batch in x.split(batch_size)]
+        out = torch.cat(outputs)
+        if not self.is_classifier:
+            return out.squeeze(-1).double().numpy()
+        if out.shape[1] == 1:  # a single logit: binary classifier
+            p = torch.sigmoid(out[:, 0])
+            return torch.stack([1 - p, p], 1).double().numpy()
+        return torch.softmax(out, 1).double().numpy()
+
+    @torch.no_grad()
+    def _predict_text(self, data: DatasetHandle, batch_size: int) -> np.ndarray:
+        texts = data.texts("text")
+        pairs = data.texts("text_pair") if "text_pair" in data.roles else None
+        outputs = []
+        for start in range(0, len(texts), batch_size):
+            args = [texts[start:start + batch_size]]
+            if pairs is not None:
+                args.append(pairs[start:start + batch_size])
+            enc = self.tokenizer(*args, padding=True, truncation=True, return_tensors="pt").to(self.device)
+            outputs.append(self.model(**enc).logits.float().cpu())
+        logits = torch.cat(outputs)
+        return (torch.softmax(logits, 1) if self.is_classifier else logits.squeeze(-1)).double().numpy()
+
+    @torch.no_grad()
+    def _predict_sentences(self, data: DatasetHandle, batch_size: int) -> np.ndarray:
+        first = self.model.encode(data.texts("text"), batch_size=batch_size, convert_to_tensor=True)
+        if "text_pair" not in data.roles:
+            return first.double().cpu().numpy()
+        second = self.model.encode(data.texts("text_pair"), batch_size=batch_size, convert_to_tensor=True)
+        return torch.nn.functional.cosine_similarity(first, second).double().cpu().numpy()
+
+
+def load_model(handle: ModelHandle, device: str = "cpu") -> LoadedModel:
+    """Load ``handle`` on ``device``; any failure is a ModelError naming the model."""
+    try:
+        return _LOADERS[handle.framework](handle, device)
+    except ModelError:
+        raise
+    except Exception as exc:  # a loader's own error: wrong shapes, missing files, bad configs
+        raise ModelError(f"model {handle.id[:19]}... ({handle.path}) fails to load as "
+                         f"{handle.framework}: {type(exc).__name__}: {exc}") from None
+
+
+def _load_sklearn(handle: ModelHandle, device: str) -> LoadedModel:
+    import skops.io as sio
+
+    file = skops_file(handle.path)
+    untrusted = sio.get_untrusted_types(file=file)
+    refused = sorted(set(untrusted) - SKLEARN_TRUSTED)
+    if refused:
+        raise ModelError(f"{file}: refusing types that skops does not trust: {', '.join(refused)}. "
+                         "Submit a model built from scikit-learn's own estimators.")
+    return LoadedModel(handle, "cpu", sio.load(file, trusted=list(untrusted)))
+
+
+def _load_torch(handle: ModelHandle, device: str) -> LoadedModel:
+    from safetensors.torch import load_file
+
+    module = build(read_json(handle.path / CONFIG_NAME))
+    state = load_file(str(handle.path / "model.safetensors"))
+    module.load_state_dict(state, strict=True)
+    return LoadedModel(handle, device, module.to(device).eval())
+
+
+def _load_transformers(handle: ModelHandle, device: str) -> LoadedModel:
+    import transformers
+
+    auto = {
+        "text-classification": transformers.AutoModelForSequenceClassification,
+        "image-classification": transformers.AutoModelForImageClassification,
+    }.get(handle.task, transformers.AutoModel)
+    model = auto.from_pretrained(handle.path, trust_remote_code=False, use_safetensors=True,
+                                 local_files_only=True)
+    tokenizer = None
+    if any((handle.path / name).exists() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(handle.path, trust_remote_code=False,
+                                                               local_files_only=True)
+    return LoadedModel(handle, device, model.to(device).eval(), tokenizer)
+
+
+def _load_sentence_transformers(handle: ModelHandle, device: str) -> LoadedModel:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(handle.path), device=device, trust_remote_code=False,
+                                local_files_only=True)
+    return LoadedModel(handle, device, model.eval())
+
+
+def _load_diffusers(handle: ModelHandle, device: str) -> LoadedModel:
+    import diffusers
+
+    if (handle.path / "model_index.json").exists():
+        model = diffusers.DiffusionPipeline.from_pretrained(
+            handle.path, use_safetensors=True, trust_remote_code=False, local_files_only=True)
+        return LoadedModel(handle, device, model.to(device))
+    name = read_json(handle.path / "config.json").get("_class_name")
+    cls = getattr(diffusers, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise ModelError(f"{handle.path}: config.json names {name!r}, which is not a diffusers model class")
+    model = cls.from_pretrained(handle.path, use_safetensors=True, local_files_only=True)
+    return LoadedModel(handle, device, model.to(device).eval())
+
+
+_LOADERS = {
+    "sklearn": _load_sklearn, "torch": _load_torch, "transformers": _load_transformers,
+    "sentence-transformers": _load_sentence_transformers, "diffusers": _load_diffusers,
+}

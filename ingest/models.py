@@ -1,0 +1,246 @@
+"""Model adapters: a manifest's ``model`` section -> a ModelInstance and a folder to load from.
+
+A submitted model is untrusted. Its weights are read from safetensors (or skops for
+scikit-learn), never unpickled; a repository that needs its own code is refused, as are
+pickle-based weights, each with what to do instead. Recognised layouts, in a folder:
+
+- sentence-transformers: ``modules.json``
+- diffusers: ``model_index.json`` (a pipeline) or ``config.json`` with ``_class_name`` (a UNet)
+- plain PyTorch: ``modelsci.json`` naming an architecture modelsci knows (``ingest.architectures``)
+- transformers: ``config.json`` with ``model_type``
+- scikit-learn: one ``.skops`` file (or a ``.skops`` file given directly)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ingest.architectures import CONFIG_NAME
+from ingest.hub import is_hub, snapshot
+from schemas.entities import ModelInstance
+from schemas.identity import TensorRecord, safetensors_records, skops_hash, tensor_hash
+from schemas.manifest import ModelSpec
+
+__all__ = ["PICKLE_SUFFIXES", "ModelError", "ModelHandle", "card_metadata", "resolve_model",
+           "weights_identity"]
+
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
+_MODALITY = {
+    "text-classification": "text", "sentence-similarity": "text", "feature-extraction": "text",
+    "image-classification": "image", "tabular-classification": "tabular",
+    "tabular-regression": "tabular", "unconditional-image-generation": "generative",
+}
+
+
+class ModelError(ValueError):
+    """A model that cannot be accepted or loaded; the message says why and what to do instead."""
+
+
+@dataclass
+class ModelHandle:
+    """A resolved model: its catalogue entity and the local folder (or file) its weights are in."""
+
+    instance: ModelInstance
+    path: Path
+    framework: str
+    task: str
+
+    @property
+    def id(self) -> str:
+        return self.instance.id
+
+    def spec(self) -> dict[str, Any]:
+        """What the executor needs to load it again (stored with each queued run)."""
+        return {"path": str(self.path), "framework": self.framework, "task": self.task}
+
+
+def resolve_model(spec: ModelSpec) -> ModelHandle:
+    """Find the model's files, refuse what is unsafe, and identify it by its weights."""
+    revision = None
+    if is_hub(spec.source):
+        path, revision = snapshot(spec.source, spec.revision)
+    else:
+        if spec.revision is not None:
+            raise ModelError("model.revision: only hub (hf://) sources have revisions")
+        path = Path(spec.source).expanduser().absolute()
+        if not path.exists():
+            raise ModelError(f"model.source: {path} does not exist")
+    framework = detect_framework(path)
+    model_id, parameter_count = weights_identity(path, framework)
+    card = card_metadata(path)
+    config = read_json(path / "config.json") if path.is_dir() else {}
+    known = {k: card.pop(k, None) for k in ("license", "base_model", "pipeline_tag", "tags")}
+    base_model = known["base_model"]
+    if isinstance(base_model, list):
+        base_model = base_model[0] if base_model else None
+    tags = known["tags"] if isinstance(known["tags"], list) else []
+    instance = ModelInstance(
+        id=model_id, source_uri=spec.source.split("@")[0] if is_hub(spec.source) else str(path),
+        revision=revision, family=config.get("model_type") or _family(path, framework),
+        architecture=_architecture(path, framework, config), task=spec.task,
+        modality=_MODALITY.get(spec.task), framework=framework, parameter_count=parameter_count,
+        base_model=str(base_model) if base_model else None, license=_str_or_none(known["license"]),
+        pipeline_tag=_str_or_none(known["pipeline_tag"]), tags=[str(t) for t in tags],
+        card={k: v for k, v in card.items() if _jsonable(v)},
+    )
+    return ModelHandle(instance, path, framework, spec.task)
+
+
+def detect_framework(path: Path) -> str:
+    """Which framework's layout ``path`` has; refuses pickles and repositories needing code."""
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".skops":
+            return "sklearn"
+        if suffix in PICKLE_SUFFIXES:
+            raise ModelError(_pickle_refusal([path]))
+        if suffix == ".safetensors":
+            raise ModelError(f"{path}: a bare safetensors file does not say what architecture it is; "
+                             f"put it in a folder with a {CONFIG_NAME} or a transformers config.json")
+        raise ModelError(f"{path}: not a model file modelsci can load (a .skops file or a folder)")
+    code = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.py"))
+    config = read_json(path / "config.json")
+    if code or "auto_map" in config:
+        what = f"its own code ({', '.join(code[:5])})" if code else "its own code (auto_map in config.json)"
+        raise ModelError(f"{path}: the repository needs {what}; modelsci never runs a submitted "
+                         "model's code (trust_remote_code stays off). Submit a model whose "
+                         "architecture transformers, diffusers or modelsci already knows.")
+    if (path / "modules.json").exists():
+        framework = "sentence-transformers"
+    elif (path / "model_index.json").exists() or "_class_name" in config:
+        framework = "diffusers"
+    elif (path / CONFIG_NAME).exists():
+        framework = "torch"
+    elif "model_type" in config:
+        framework = "transformers"
+    elif list(path.glob("*.skops")):
+        return "sklearn"
+    else:
+        raise ModelError(f"{path}: no layout modelsci recognises (modules.json, model_index.json, "
+                         f"config.json, {CONFIG_NAME} or a .skops file)")
+    if not _safetensors_files(path):
+        pickles = sorted(p for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelError(_pickle_refusal(pickles))
+        raise ModelError(f"{path}: no weights found (no .safetensors file)")
+    return framework
+
+
+def weights_identity(path: Path, framework: str) -> tuple[str, int]:
+    """The model id (tensor hash, or skops hash for scikit-learn) and its parameter count."""
+    if framework == "sklearn":
+        file = skops_file(path)
+        try:
+            return skops_hash(file), 0
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+    count = 0
+
+    def records() -> Iterator[TensorRecord]:
+        nonlocal count
+        for file in _safetensors_files(path):
+            # Weights in a subfolder (a diffusers pipeline's unet/, vae/) are named by it.
+            prefix = "" if file.parent == path else file.parent.relative_to(path).as_posix() + "/"
+            for name, dtype, shape, data in safetensors_records(file):
+                n = 1
+                for d in shape:
+                    n *= d
+                count += n
+                yield prefix + name, dtype, shape, data
+
+    try:
+        model_id = tensor_hash(records())
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelError(f"{path}: cannot read its weights: {exc}") from None
+    return model_id, count
+
+
+def card_metadata(path: Path) -> dict[str, Any]:
+    """The YAML front matter of the model card (README.md), or {}."""
+    readme = (path if path.is_dir() else path.parent) / "README.md"
+    if not readme.exists():
+        return {}
+    text = readme.read_text(errors="replace")
+    if not text.startswith("---"):
+        return {}
+    front, sep, _ = text[3:].partition("\n---")
+    if not sep:
+        return {}
+    try:
+        data = yaml.safe_load(front)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    return sorted(path.rglob("*.safetensors"))
+
+
+def skops_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    files = sorted(path.glob("*.skops"))
+    if len(files) != 1:
+        raise ModelError(f"{path}: expected one .skops file, found {len(files)}")
+    return files[0]
+
+
+def _pickle_refusal(files: list[Path]) -> str:
+    names = ", ".join(p.name for p in files[:5])
+    return (f"refusing pickle-based weights ({names}): loading them can run arbitrary code. "
+            "Convert the weights to safetensors (safetensors.torch.save_file, or "
+            "save_pretrained(safe_serialization=True)), or save a scikit-learn model with skops.")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _family(path: Path, framework: str) -> str | None:
+    if framework == "torch":
+        return read_json(path / CONFIG_NAME).get("architecture")
+    if framework == "sentence-transformers":
+        return read_json(path / "config.json").get("model_type")
+    return None
+
+
+def _architecture(path: Path, framework: str, config: dict[str, Any]) -> str | None:
+    if framework == "diffusers":
+        return read_json(path / "model_index.json").get("_class_name") or config.get("_class_name")
+    if framework == "sklearn":
+        schema = _skops_schema(skops_file(path))
+        return schema.get("__class__")
+    architectures = config.get("architectures")
+    return architectures[0] if isinstance(architectures, list) and architectures else None
+
+
+def _skops_schema(file: Path) -> dict[str, Any]:
+    import zipfile
+
+    with zipfile.ZipFile(file) as archive:
+        return json.loads(archive.read("schema.json"))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,167 @@
+"""The submission manifest: what a contributor asks modelsci to study, as YAML.
+
+    submitter: "Ada Lovelace <ada@example.org>"
+    model:
+      source: hf://sentence-transformers/all-MiniLM-L6-v2   # or a local folder, or a file
+      revision: main
+      task: sentence-similarity
+    dataset:
+      source: sklearn://breast_cancer
+      split: test
+      columns: {label: target}
+      limit: 200
+    analyses:
+      - name: evaluation.performance
+        params: {n_bootstrap: 500}
+        seeds: [0, 1]
+
+Every problem is reported at once, each at its place in the YAML
+(``analyses[1].params.n_steps: Input should be greater than or equal to 1``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["AnalysisRequest", "DatasetSpec", "Manifest", "ManifestError", "ModelSpec", "TASKS",
+           "parse_manifest", "problem_at"]
+
+TASKS = (
+    "text-classification", "sentence-similarity", "feature-extraction", "image-classification",
+    "tabular-classification", "tabular-regression", "unconditional-image-generation",
+)
+Task = Literal[
+    "text-classification", "sentence-similarity", "feature-extraction", "image-classification",
+    "tabular-classification", "tabular-regression", "unconditional-image-generation",
+]
+ROLES = ("features", "label", "text", "text_pair", "image")
+"""What a model reads from a dataset: each role names one column (``features`` a list of them)."""
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be accepted; ``problems`` lists each one with its place."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"the manifest has {len(problems)} problem(s):\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """Where the model comes from and what it is used for."""
+
+    source: str = Field(min_length=1, description="`hf://org/name[@rev]`, a local folder or a file.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or sha); hub sources only.")
+    task: Task = Field(description="What the model does, e.g. `tabular-classification`.")
+
+
+class DatasetSpec(_Strict):
+    """The rows to study the model on, and which columns it reads."""
+
+    source: str = Field(min_length=1, description="`sklearn://NAME`, `hf://org/name`, a `save_to_disk` folder, a .parquet or .csv file.")
+    revision: str | None = Field(default=None, description="Hub revision; hub sources only.")
+    config: str | None = Field(default=None, description="Dataset configuration name (hub datasets).")
+    split: str = Field(default="test", description="Split to use; `sklearn://` sources make a seeded train/test split.")
+    columns: dict[str, str | list[str]] = Field(default_factory=dict, description="Role (features, label, text, text_pair, image) to column(s).")
+    limit: int | None = Field(default=None, ge=1, description="Use at most this many rows (the first ones).")
+    test_size: float = Field(default=0.25, gt=0, lt=1, description="Test share of the split made for `sklearn://` sources.")
+    split_seed: int = Field(default=0, description="Seed of the split made for `sklearn://` sources.")
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, columns: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(columns) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
+        for role, value in columns.items():
+            if (role == "features") != isinstance(value, list):
+                want = "a list of column names" if role == "features" else "one column name"
+                raise ValueError(f"{role} must be {want}")
+        return columns
+
+
+class AnalysisRequest(_Strict):
+    """One analysis to run, with its parameters and seeds."""
+
+    name: str = Field(min_length=1, description="Registered analysis name; see `modelsci analyses`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters; omitted ones take their defaults.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One run per seed.")
+
+
+class Manifest(_Strict):
+    """A submission: one model, the dataset to study it on, and the analyses to run."""
+
+    submitter: str = Field(min_length=1, description="Who submits, e.g. `Ada Lovelace <ada@example.org>`.")
+    model: ModelSpec
+    dataset: DatasetSpec | None = None
+    analyses: list[AnalysisRequest] = Field(min_length=1)
+
+
+def problem_at(loc: tuple[Any, ...], message: str) -> str:
+    """``analyses[1].params.n_steps: message`` from a location tuple."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return f"{path or '(top level)'}: {message}"
+
+
+def parse_manifest(text: str, params_models: Mapping[str, type[BaseModel]] | None = None) -> Manifest:
+    """Parse and validate a manifest; with ``params_models`` (analysis name to its parameter
+    model) also check each analysis name and its parameters. Raises ManifestError listing all
+    problems."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ManifestError([f"(top level): not valid YAML{where}: "
+                             f"{getattr(exc, 'problem', None) or exc}"]) from None
+    if not isinstance(data, dict):
+        raise ManifestError([f"(top level): a manifest is a YAML mapping with submitter, model, "
+                             f"dataset and analyses; got {type(data).__name__}"])
+    problems: list[str] = []
+    manifest: Manifest | None = None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems += [problem_at(e["loc"], e["msg"]) for e in exc.errors()]
+    if params_models is not None:
+        problems += _analysis_problems(data.get("analyses"), params_models)
+    if problems:
+        raise ManifestError(problems)
+    assert manifest is not None
+    return manifest
+
+
+def _analysis_problems(requests: Any, params_models: Mapping[str, type[BaseModel]]) -> list[str]:
+    """Unknown analysis names and parameters that do not fit the analysis' parameter model."""
+    if not isinstance(requests, list):
+        return []
+    problems = []
+    for i, request in enumerate(requests):
+        if not isinstance(request, dict) or not isinstance(request.get("name"), str):
+            continue
+        name = request["name"]
+        if name not in params_models:
+            close = difflib.get_close_matches(name, list(params_models), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(problem_at(("analyses", i, "name"),
+                                       f"no analysis named {name!r}{hint} (see `modelsci analyses`)"))
+            continue
+        params = request.get("params") or {}
+        if not isinstance(params, dict):
+            continue  # reported by the manifest's own validation
+        try:
+            params_models[name].model_validate(params)
+        except ValidationError as exc:
+            problems += [problem_at(("analyses", i, "params", *e["loc"]), e["msg"]) for e in exc.errors()]
+    return problems

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
 
 from analyses.base import registry
 from catalogue.queue import QueuedRun
@@ -19,7 +23,7 @@ from ingest.hub import HubError
 from ingest.models import ModelError, ModelHandle, resolve_model
 from schemas.bundle import ResultBundle, params_hash
 from schemas.identity import content_id
-from schemas.manifest import Manifest, ManifestError, parse_manifest, problem_at
+from schemas.manifest import DatasetSpec, Manifest, ManifestError, ModelSpec, parse_manifest, problem_at
 
 __all__ = ["Submission", "plan_runs", "read_manifest", "submit"]
 
@@ -45,25 +49,32 @@ def read_manifest(path: str | Path) -> str:
 def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False) -> Submission:
     """Validate everything (reporting all problems at once), register, plan and queue."""
     plugins = registry()
-    manifest = parse_manifest(manifest_text, {name: p.Params for name, p in plugins.items()})
     problems: list[str] = []
-    model = dataset = None
     try:
-        model = resolve_model(manifest.model)
-    except (ModelError, HubError) as exc:
-        problems.append(_at("model.source", str(exc)))
-    if manifest.dataset is not None:
+        manifest: Manifest | None = parse_manifest(manifest_text, {n: p.Params for n, p in plugins.items()})
+    except ManifestError as exc:
+        problems, manifest = exc.problems, None
+    # Resolve what is valid even when other parts are not, so every problem shows at once.
+    model_spec = manifest.model if manifest else _section(manifest_text, "model", ModelSpec)
+    dataset_spec = manifest.dataset if manifest else _section(manifest_text, "dataset", DatasetSpec)
+    model = dataset = None
+    if model_spec is not None:
         try:
-            dataset = resolve_dataset(manifest.dataset, manifest.model.task)
-        except (DatasetError, HubError) as exc:
-            problems.append(_at("dataset.source", str(exc)))
-    for i, request in enumerate(manifest.analyses):
+            model = resolve_model(model_spec)
+        except (ModelError, HubError) as exc:
+            problems.append(_at("model.source", str(exc)))
+        if dataset_spec is not None:
+            try:
+                dataset = resolve_dataset(dataset_spec, model_spec.task)
+            except (DatasetError, HubError) as exc:
+                problems.append(_at("dataset.source", str(exc)))
+    for i, request in enumerate(manifest.analyses if manifest else []):
         refusal = plugins[request.name].refusal(manifest.model.task, manifest.dataset is not None)
         if refusal:
             problems.append(problem_at(("analyses", i, "name"), refusal))
     if problems:
         raise ManifestError(problems)
-    assert model is not None
+    assert manifest is not None and model is not None
 
     _link_base_model(cat, model)
     analyses = [plugins[r.name].entity() for r in manifest.analyses]
@@ -129,6 +140,15 @@ def _link_base_model(cat: Catalogue, model: ModelHandle) -> None:
                      {"a": f"hf://{base}", "b": base}).to_pylist()
     if rows:
         model.instance.base_model_id = rows[0]["id"]
+
+
+def _section(text: str, name: str, spec: type[BaseModel]) -> Any:
+    """One section of a manifest that failed validation elsewhere, if this section is valid."""
+    try:
+        data = yaml.safe_load(text)
+        return spec.model_validate(data[name]) if isinstance(data, dict) and data.get(name) else None
+    except (yaml.YAMLError, ValidationError):
+        return None
 
 
 def _at(place: str, message: str) -> str:

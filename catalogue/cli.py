@@ -223,7 +223,7 @@ def submit(
 
     cat = _open()
     with console.status("resolving the model and dataset ..."):
-        submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun)
+        submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun, base_dir=manifest.parent)
     console.print(f"model   {submission.model.id}  ({submission.model.framework}, "
                   f"{submission.model.instance.source_uri})", highlight=False)
     if submission.dataset is not None:

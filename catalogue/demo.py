@@ -1,40 +1,59 @@
-"""``modelsci demo``: the main job on the embedded default.
+"""``modelsci demo``: the main job on the embedded default, through the contributor's own path.
 
-Until the analysis suite lands, the demo registers what exists: a real dataset (scikit-learn's
-bundled breast_cancer, test split) and a real model instance (a logistic regression the demo
-trains deterministically in a second, identified by its tensor hash), lands them in one
-commit, exports the catalogue and answers three example queries. Running it twice reuses
-what is there: the ids are content hashes, so the second run commits nothing.
+The demo trains its small models in seconds (into ``examples/demo/models/``, skipped when
+already there), submits each manifest in ``examples/demo/`` exactly as ``modelsci submit``
+does, runs the queue with progress bars, exports the catalogue, and answers three example
+queries. Running it twice reuses everything: ids are content hashes and submitted runs are
+not planned again.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+from pathlib import Path
+
+import numpy as np
+import torch
 from rich.console import Console
 
 from catalogue.store import Catalogue
 from catalogue.transfer import export
-from schemas.bundle import ResultBundle
-from schemas.entities import Dataset, ModelInstance
-from schemas.identity import dataset_id, tensor_hash_of_arrays
+from ingest.architectures import MLP, SmallCNN, save_torch_model
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 
 EXAMPLE_QUERIES = [
-    "SELECT count(*) AS models FROM models",
-    "SELECT source_uri, split, rows FROM datasets",
-    "SELECT seq, author, message, n_models, n_datasets FROM commits ORDER BY seq",
+    "SELECT regexp_extract(m.source_uri, '[^/]+$') AS model, m.architecture, f.kind, round(f.value, 4) AS value, round(f.ci_low, 4) AS ci_low, "
+    "round(f.ci_high, 4) AS ci_high FROM findings_current f JOIN models m ON m.id = f.model_id "
+    "WHERE f.kind = 'accuracy' ORDER BY value DESC",
+    "SELECT analysis_id, status, count(*) AS runs FROM runs GROUP BY ALL ORDER BY ALL",
+    "SELECT seq, author, message, n_findings FROM commits ORDER BY seq DESC LIMIT 3",
 ]
 
 
-def run_demo(cat: Catalogue, console: Console) -> None:
-    """Build the default catalogue, export it, and print where things are with example answers."""
-    with console.status("training the demo model on breast_cancer ..."):
-        bundle = demo_bundle()
-    commit = cat.commit(bundle, author="modelsci demo", message="demo: register bundled model and dataset")
-    console.print("committed" if commit else "already in the catalogue: nothing new to commit",
-                  f"({commit.id})" if commit else "", highlight=False)
+def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> None:
+    """Train the demo models, submit and run the demo manifests, export, and show answers."""
+    from catalogue.progress import ProgressReporter
+    from ingest.executor import run_queue
+    from ingest.planner import read_manifest, submit
+
+    if not demo_dir.is_dir():
+        raise FileNotFoundError(f"{demo_dir}: the demo's manifests are not here; run the demo from "
+                                "a modelsci checkout (`make demo`)")
+    with console.status("training the demo models ..."):
+        trained = train_demo_models(demo_dir / "models")
+    if trained:
+        console.print(f"trained {', '.join(trained)}", highlight=False)
+    for manifest in sorted(demo_dir.glob("*.yaml")):
+        with console.status(f"submitting {manifest.name} ..."):
+            submission = submit(cat, read_manifest(manifest), base_dir=manifest.parent)
+        console.print(f"submitted {manifest.name}: {len(submission.queued)} run(s) queued, "
+                      f"{len(submission.already_planned)} already planned", highlight=False)
+    with ProgressReporter(console) as reporter:
+        summary = run_queue(cat, reporter=reporter)
+    console.print(f"{len(summary.succeeded)} run(s) succeeded, {len(summary.failed)} failed", highlight=False)
     with console.status("exporting ..."):
         export(cat, cat.root / "export")
-    console.print(f"catalogue: {cat.root}", highlight=False)
+    console.print(f"\ncatalogue: {cat.root}", highlight=False)
     console.print(f"export (Parquet + manifest): {cat.root / 'export'}", highlight=False)
     console.print("site: not built yet (the site issue adds `modelsci site build`)", highlight=False)
     for query in EXAMPLE_QUERIES:
@@ -43,43 +62,82 @@ def run_demo(cat: Catalogue, console: Console) -> None:
             console.print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), highlight=False)
 
 
-def demo_bundle() -> ResultBundle:
-    """The breast_cancer test split and a logistic regression trained on the train split."""
-    import torch
-    from sklearn.datasets import load_breast_cancer
+def train_demo_models(folder: Path) -> list[str]:
+    """Train each demo model that is not in ``folder`` yet (deterministic, seconds on a CPU)."""
+    trainers = {"breast_cancer_logreg": _logreg, "breast_cancer_mlp": _mlp, "digits_cnn": _cnn}
+    trained = []
+    for name, train in trainers.items():
+        if not (folder / name).exists():
+            tmp = folder / f".{name}.partial"
+            train(tmp)
+            tmp.rename(folder / name)
+            trained.append(name)
+    return trained
+
+
+def _split(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The train split that ``sklearn://NAME`` test splits are made from (same seed, same share)."""
+    import sklearn.datasets
     from sklearn.model_selection import train_test_split
 
-    data = load_breast_cancer(as_frame=True)
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data, data.target, test_size=0.25, random_state=0, stratify=data.target)
-    test = pa.Table.from_pandas(x_test.assign(target=y_test), preserve_index=False)
-    dataset = Dataset(
-        id=dataset_id(test, "test", None), source_uri="sklearn://breast_cancer", split="test",
-        rows=test.num_rows, license="CC BY 4.0 (UCI)",
-        features={"columns": {f.name: str(f.type) for f in test.schema}, "label": "target",
-                  "split": {"test_size": 0.25, "random_state": 0, "stratify": True}},
-    )
+    frame = getattr(sklearn.datasets, f"load_{name}")(as_frame=True).frame
+    train, _ = train_test_split(frame, test_size=0.25, random_state=0, stratify=frame["target"])
+    return train.drop(columns="target").to_numpy(np.float64), train["target"].to_numpy()
 
+
+_CARD = "---\nlicense: apache-2.0\ntags: [modelsci-demo, {tag}]\n---\n{text}\n"
+
+
+def _logreg(folder: Path) -> None:
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _split("breast_cancer")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
+    folder.mkdir(parents=True)
+    sio.dump(model, folder / "model.skops")
+    (folder / "README.md").write_text(_CARD.format(
+        tag="tabular", text="Logistic regression on standardised breast_cancer features (train split)."))
+
+
+def _mlp(folder: Path) -> None:
+    x, y = _split("breast_cancer")
+    mean, std = x.mean(0), x.std(0)
     torch.manual_seed(0)
-    x = torch.tensor(x_train.to_numpy(), dtype=torch.float64)
-    x = (x - x.mean(0)) / x.std(0)
-    y = torch.tensor(y_train.to_numpy(), dtype=torch.float64)
-    model = torch.nn.Linear(x.shape[1], 1, dtype=torch.float64)
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=100)
-
-    def closure() -> torch.Tensor:
+    model = MLP(x.shape[1], [16], 2).double()
+    xs = torch.tensor((x - mean) / std)
+    ys = torch.tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(300):
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
-        loss = loss + 1e-3 * model.weight.square().sum()
-        loss.backward()
-        return loss
+        torch.nn.functional.cross_entropy(model(xs), ys).backward()
+        opt.step()
+    # Fold the standardisation into the first layer, so the model reads raw features.
+    first = model.net[0]
+    with torch.no_grad():
+        first.bias -= first.weight @ torch.tensor(mean / std)
+        first.weight /= torch.tensor(std)
+    save_torch_model(model.float(), "mlp", {"in_features": x.shape[1], "hidden": [16], "out_features": 2},
+                     folder, card=_CARD.format(tag="tabular", text="A 16-unit MLP on raw breast_cancer features."))
 
-    opt.step(closure)
-    weights = {k: v.to(torch.float32) for k, v in model.state_dict().items()}
-    instance = ModelInstance(
-        id=tensor_hash_of_arrays(weights), source_uri="modelsci-demo://breast_cancer/logistic-regression",
-        family="logistic_regression", architecture="torch.nn.Linear", task="tabular-classification",
-        modality="tabular", framework="torch", parameter_count=sum(v.numel() for v in weights.values()),
-        license="Apache-2.0", tags=["demo"], card={"trained_on": "sklearn://breast_cancer (train split)"},
-    )
-    return ResultBundle(models=[instance], datasets=[dataset])
+
+def _cnn(folder: Path) -> None:
+    x, y = _split("digits")
+    torch.manual_seed(0)
+    args = {"image_shape": [1, 8, 8], "channels": [16, 32], "n_classes": 10}
+    model = SmallCNN(**args)
+    xs = torch.tensor(x / 16.0, dtype=torch.float32)
+    ys = torch.tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        for batch in torch.randperm(len(xs)).split(128):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xs[batch]), ys[batch]).backward()
+            opt.step()
+    # The model reads raw pixel counts (0-16): fold the /16 into the first convolution.
+    with torch.no_grad():
+        model.features[0].weight /= 16.0
+    save_torch_model(model, "cnn", args, folder,
+                     card=_CARD.format(tag="image", text="A two-layer CNN on scikit-learn's 8x8 digits."))

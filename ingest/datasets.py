@@ -181,7 +181,7 @@ def _roles(table: pa.Table, spec: DatasetSpec, task: str) -> dict[str, Any]:
             column = next((n for n in candidates if n in names), None)
             if column is not None:
                 roles[role] = column
-    if task.startswith("tabular") and "features" not in roles:
+    if "features" not in roles and (task.startswith("tabular") or (task == "image-classification" and "image" not in roles)):
         taken = {v for k, v in roles.items() if k != "features"}
         roles["features"] = [f.name for f in table.schema
                              if f.name not in taken and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]

@@ -223,6 +223,11 @@ def _architecture(path: Path, framework: str, config: dict[str, Any]) -> str | N
     if framework == "sklearn":
         schema = _skops_schema(skops_file(path))
         return schema.get("__class__")
+    if framework == "torch":
+        from ingest.architectures import ARCHITECTURES
+
+        cls = ARCHITECTURES.get(read_json(path / CONFIG_NAME).get("architecture"))
+        return cls.__name__ if cls else None
     architectures = config.get("architectures")
     return architectures[0] if isinstance(architectures, list) and architectures else None
 

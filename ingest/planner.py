@@ -46,8 +46,12 @@ def read_manifest(path: str | Path) -> str:
     return path.read_text()
 
 
-def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False) -> Submission:
-    """Validate everything (reporting all problems at once), register, plan and queue."""
+def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False,
+           base_dir: Path | None = None) -> Submission:
+    """Validate everything (reporting all problems at once), register, plan and queue.
+
+    Relative local sources are taken relative to ``base_dir`` (the manifest's folder).
+    """
     plugins = registry()
     problems: list[str] = []
     try:
@@ -57,6 +61,7 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False) -> Submis
     # Resolve what is valid even when other parts are not, so every problem shows at once.
     model_spec = manifest.model if manifest else _section(manifest_text, "model", ModelSpec)
     dataset_spec = manifest.dataset if manifest else _section(manifest_text, "dataset", DatasetSpec)
+    model_spec, dataset_spec = _relative_to(model_spec, base_dir), _relative_to(dataset_spec, base_dir)
     model = dataset = None
     if model_spec is not None:
         try:
@@ -76,6 +81,7 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False) -> Submis
         raise ManifestError(problems)
     assert manifest is not None and model is not None
 
+    manifest = manifest.model_copy(update={"model": model_spec, "dataset": dataset_spec})
     _link_base_model(cat, model)
     analyses = [plugins[r.name].entity() for r in manifest.analyses]
     cat.commit(ResultBundle(models=[model.instance], datasets=[dataset.entity] if dataset else [],
@@ -140,6 +146,13 @@ def _link_base_model(cat: Catalogue, model: ModelHandle) -> None:
                      {"a": f"hf://{base}", "b": base}).to_pylist()
     if rows:
         model.instance.base_model_id = rows[0]["id"]
+
+
+def _relative_to(spec: Any, base_dir: Path | None) -> Any:
+    """``spec`` with a relative local ``source`` made absolute against ``base_dir``."""
+    if spec is None or base_dir is None or "://" in spec.source or Path(spec.source).expanduser().is_absolute():
+        return spec
+    return spec.model_copy(update={"source": str((base_dir / spec.source).absolute())})
 
 
 def _section(text: str, name: str, spec: type[BaseModel]) -> Any:

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+import catalogue
+
 from catalogue.cli import app
 from catalogue.docs import README_BEGIN, README_END, tables_reference
 from catalogue.schema import TABLES
@@ -49,10 +51,17 @@ def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path) -> None:
 
 
 def test_demo_builds_a_checked_catalogue_and_a_second_run_reuses_it(tmp_path) -> None:
-    first = modelsci("demo", catalogue_dir=tmp_path / "cat").stdout
-    assert "committed" in first and f"catalogue: {tmp_path / 'cat'}" in first
-    assert "models=1" in first and "source_uri=sklearn://breast_cancer, split=test, rows=143" in first
-    second = modelsci("demo", catalogue_dir=tmp_path / "cat").stdout
-    assert "nothing new to commit" in second
-    assert "ok: catalogue consistent" in modelsci("check", catalogue_dir=tmp_path / "cat").stdout
-    assert (tmp_path / "cat/export/manifest.json").is_file()
+    cat_dir = tmp_path / "cat"
+    first = modelsci("demo", catalogue_dir=cat_dir, timeout=600).stdout
+    assert "4 run(s) succeeded, 0 failed" in first and f"catalogue: {cat_dir}" in first
+    cat = catalogue.open(cat_dir)
+    accuracy = cat.sql("SELECT f.value FROM findings_current f JOIN models m ON m.id = f.model_id "
+                       "WHERE f.kind = 'accuracy' AND m.architecture = 'Pipeline'").to_pylist()[0]["value"]
+    assert f"model=breast_cancer_logreg, architecture=Pipeline, kind=accuracy, value={round(accuracy, 4)}" \
+        in first.replace("\n", " ").replace(",  ", ", ")
+    commits = cat.sql("SELECT count(*) AS n FROM commits").to_pylist()
+    second = modelsci("demo", catalogue_dir=cat_dir, timeout=600).stdout
+    assert "0 run(s) succeeded, 0 failed" in second and "0 run(s) queued" in second
+    assert cat.sql("SELECT count(*) AS n FROM commits").to_pylist() == commits
+    assert "ok: catalogue consistent" in modelsci("check", catalogue_dir=cat_dir).stdout
+    assert (cat_dir / "export/manifest.json").is_file()

@@ -264,3 +264,16 @@ def test_a_killed_run_is_resumed_by_the_next_modelsci_run(tmp_path: Path, plugin
     assert cat.sql("SELECT status FROM store.queue").to_pylist() == [{"status": "succeeded"}]
     assert cat.sql("SELECT count(*) AS n FROM findings").to_pylist() == [{"n": 2}]
     assert check(cat).ok
+
+
+def test_jobs_run_in_worker_processes_and_each_run_lands_once(tmp_path: Path, plugin_path: dict[str, str]) -> None:
+    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
+        {"name": "testing.flaky", "seeds": [0, 1, 2, 3]}])
+    cat_dir = tmp_path / "cat"
+    modelsci("submit", str(manifest), catalogue_dir=cat_dir, env=plugin_path)
+    out = modelsci("run", "--jobs", "2", "--device", "cpu", catalogue_dir=cat_dir, env=plugin_path).stdout
+    assert "4 run(s) succeeded, 0 failed" in out
+    cat = catalogue.open(cat_dir)
+    assert cat.sql("SELECT seed, count(*) AS n FROM runs GROUP BY seed ORDER BY seed").to_pylist() == [
+        {"seed": s, "n": 1} for s in range(4)]
+    assert check(cat).ok

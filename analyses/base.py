@@ -82,11 +82,16 @@ class AnalysisPlugin(ABC):
             params_schema=cls.Params.model_json_schema(), tolerance=cls.tolerance,
         )
 
+    frameworks: ClassVar[frozenset[str]] = frozenset()
+    """Frameworks it applies to; empty means any."""
+
     @classmethod
-    def refusal(cls, task: str, has_dataset: bool) -> str | None:
-        """Why this analysis cannot run on a model of ``task`` (None when it can)."""
+    def refusal(cls, task: str, framework: str, has_dataset: bool) -> str | None:
+        """Why this analysis cannot run on a ``framework`` model for ``task`` (None when it can)."""
         if cls.tasks and task not in cls.tasks:
             return f"{cls.name} applies to {', '.join(sorted(cls.tasks))}, not {task}"
+        if cls.frameworks and framework not in cls.frameworks:
+            return f"{cls.name} applies to {', '.join(sorted(cls.frameworks))} models, not {framework}"
         if cls.needs_dataset and not has_dataset:
             return f"{cls.name} needs a dataset"
         return None

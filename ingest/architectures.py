@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "SmallCNN", "build", "save_torch_model"]
+from ingest.models import CONFIG_NAME
 
-CONFIG_NAME = "modelsci.json"
+__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "SmallCNN", "build", "save_torch_model"]
 
 
 class MLP(nn.Module):

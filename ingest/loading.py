@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ingest.architectures import CONFIG_NAME, build
+from ingest.architectures import build
 from ingest.datasets import DatasetHandle
-from ingest.models import ModelError, ModelHandle, read_json, skops_file
+from ingest.models import CONFIG_NAME, ModelError, ModelHandle, read_json, skops_file
 
 __all__ = ["LoadedModel", "SKLEARN_TRUSTED", "load_model", "resolve_device"]
 
@@ -60,16 +60,22 @@ class LoadedModel:
     def predict(self, data: DatasetHandle, batch_size: int = 256) -> np.ndarray:
         """The model's outputs on every row of ``data``."""
         framework = self.handle.framework
-        if framework == "sklearn":
-            return self._predict_sklearn(data.features())
-        if framework == "torch":
-            return self._predict_tensor(torch.as_tensor(data.features(), dtype=torch.float32), batch_size)
+        if framework in ("sklearn", "torch"):
+            return self.predict_array(data.features(), batch_size)
         if framework == "sentence-transformers":
             return self._predict_sentences(data, batch_size)
         if framework == "transformers" and "text" in data.roles:
             return self._predict_text(data, batch_size)
         raise ModelError(f"model {self.handle.id[:19]}: predicting with a {framework} model "
                          f"for {self.task} is not supported")
+
+    def predict_array(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Outputs on a feature matrix (rows x features) of a scikit-learn or PyTorch model."""
+        if self.handle.framework == "sklearn":
+            return self._predict_sklearn(x)
+        if self.handle.framework == "torch":
+            return self._predict_tensor(torch.as_tensor(x, dtype=torch.float32), batch_size)
+        raise ModelError(f"model {self.handle.id[:19]}: a {self.handle.framework} model does not read feature rows")
 
     def _predict_sklearn(self, x: np.ndarray) -> np.ndarray:
         if not self.is_classifier:

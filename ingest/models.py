@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from ingest.architectures import CONFIG_NAME
 from ingest.hub import is_hub, snapshot
 from schemas.entities import ModelInstance
 from schemas.identity import TensorRecord, safetensors_records, skops_hash, tensor_hash
@@ -30,6 +29,8 @@ from schemas.manifest import ModelSpec
 __all__ = ["PICKLE_SUFFIXES", "ModelError", "ModelHandle", "card_metadata", "resolve_model",
            "weights_identity"]
 
+CONFIG_NAME = "modelsci.json"
+"""Names a plain PyTorch model's architecture (see ``ingest.architectures``)."""
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
 _MODALITY = {
     "text-classification": "text", "sentence-similarity": "text", "feature-extraction": "text",

@@ -73,8 +73,8 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False,
                 dataset = resolve_dataset(dataset_spec, model_spec.task)
             except (DatasetError, HubError) as exc:
                 problems.append(_at("dataset.source", str(exc)))
-    for i, request in enumerate(manifest.analyses if manifest else []):
-        refusal = plugins[request.name].refusal(manifest.model.task, manifest.dataset is not None)
+    for i, request in enumerate(manifest.analyses if manifest and model else []):
+        refusal = plugins[request.name].refusal(manifest.model.task, model.framework, manifest.dataset is not None)
         if refusal:
             problems.append(problem_at(("analyses", i, "name"), refusal))
     if problems:

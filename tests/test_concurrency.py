@@ -52,11 +52,15 @@ COMMIT_LOOP = textwrap.dedent(f"""
     sys.path.insert(0, {str(REPO)!r})
     import catalogue
     from tests.conftest import accuracy_bundle
+    from pathlib import Path
     cat = catalogue.open(sys.argv[1])
+    stop = Path(sys.argv[4]) if len(sys.argv) > 4 else None
     print("started", flush=True)
-    for seed in range(int(sys.argv[2])):
+    seed = 0
+    while seed < int(sys.argv[2]) or (stop is not None and not stop.exists() and seed < 1000):
         cat.commit(accuracy_bundle(0.5 + seed / 1000, None, seed=seed, subject=sys.argv[3]))
-    print("done", flush=True)
+        seed += 1
+    print(seed, flush=True)
 """)
 
 
@@ -97,15 +101,20 @@ def test_sigkill_during_a_large_commit_leaves_all_or_nothing(tmp_path: Path) -> 
 def test_sql_succeeds_while_another_process_keeps_committing(tmp_path: Path) -> None:
     path = tmp_path / "cat"
     catalogue.open(path)
-    writer = child(COMMIT_LOOP, str(path), "40", "loop")
+    stop = tmp_path / "stop"
+    # The writer commits at least 20 bundles, and goes on until the readers have had 3 answers.
+    writer = child(COMMIT_LOOP, str(path), "20", "loop", str(stop))
     assert writer.stdout.readline().strip() == "started"
     answers = []
     while writer.poll() is None:
         result = modelsci("sql", "SELECT count(*) AS n FROM findings", "--format", "csv", catalogue_dir=path)
         answers.append(int(result.stdout.splitlines()[1]))
+        if len(answers) == 3:
+            stop.touch()
     assert writer.wait() == 0, writer.stderr.read()
-    assert len(answers) >= 2 and answers == sorted(answers)
-    assert findings_count(catalogue.open(path)) == 40
+    committed = int(writer.stdout.readline())
+    assert len(answers) >= 3 and answers == sorted(answers) and answers[-1] <= committed
+    assert findings_count(catalogue.open(path)) == committed
 
 
 def test_a_commit_during_a_long_read_waits_and_lands(tmp_path: Path) -> None:

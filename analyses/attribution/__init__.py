@@ -1,0 +1,1 @@
+"""Feature attribution analyses (Explore pillar): how much each input feature moves the output."""

@@ -1,0 +1,1 @@
+"""Feature interaction analyses (Explore pillar): Shapley interactions, weighted Banzhaf, meta-attributions."""

@@ -1,0 +1,78 @@
+"""Sparse interaction artifacts and the findings every interaction analysis writes.
+
+An artifact has one row per interaction: ``players`` (sorted list of int), ``names`` (list of
+string: column names, tokens, patch coordinates), ``order`` and ``value``. Each finding
+records v(N), v(empty set), the budget, whether it is exact and the R² of the additive
+reconstruction on held-out coalitions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from analyses.base import RunContext
+from analyses.games.evaluator import GameEvaluator
+from analyses.games.indices import Interactions, reconstruction_r2
+
+__all__ = ["ExampleInteractions", "add_interaction_findings", "interaction_table"]
+
+
+@dataclass
+class ExampleInteractions:
+    example: int
+    game: GameEvaluator
+    interactions: Interactions
+    r2: float
+
+
+def interaction_table(example: int, names: list[str], values: dict[tuple[int, ...], float]) -> pa.Table:
+    rows = [(example, list(k), [names[i] for i in k], len(k), float(v)) for k, v in sorted(values.items()) if k]
+    return pa.table({
+        "example": pa.array([r[0] for r in rows], pa.int64()),
+        "players": pa.array([r[1] for r in rows], pa.list_(pa.int64())),
+        "names": pa.array([r[2] for r in rows], pa.list_(pa.string())),
+        "order": pa.array([r[3] for r in rows], pa.int64()),
+        "value": pa.array([r[4] for r in rows], pa.float64()),
+    })
+
+
+def example_interactions(game: GameEvaluator, interactions: Interactions, rng: np.random.Generator) -> ExampleInteractions:
+    values = dict(interactions.values)
+    values.setdefault((), game.value_empty)
+    return ExampleInteractions(0, game, interactions, reconstruction_r2(values, game, game.n_players, rng))
+
+
+def add_interaction_findings(ctx: RunContext, label: str, results: list[ExampleInteractions]) -> None:
+    model, data = ctx.model.handle.instance, ctx.dataset.entity
+    where = f"model {model.id[:19]} ({model.source_uri.rsplit('/', 1)[-1]}) on {data.source_uri}"
+    by_names: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for r in results:
+        names = r.game.names
+        higher = {k: v for k, v in r.interactions.values.items() if len(k) >= 2}
+        strongest = max(higher.items(), key=lambda kv: abs(kv[1]), default=((), 0.0))
+        shown = ", ".join(f"`{names[i]}`" for i in strongest[0]) or "none"
+        ctx.add_finding(
+            kind="interactions", subject=f"example:{r.example}", value=float(strongest[1]),
+            n=r.game.n_players, exact=r.interactions.exact, unit="output units",
+            statement=f"{label}: the strongest interaction in example {r.example} is ({shown}) at {strongest[1]:+.4g}",
+            metrics={"value_full": r.game.value_full, "value_empty": r.game.value_empty,
+                     "budget": r.interactions.budget, "exact": r.interactions.exact, "r2": r.r2,
+                     "model_evaluations": r.game.model_evaluations, "index": r.interactions.index,
+                     "order": r.interactions.order, "players": list(strongest[0])},
+            artifacts={"interactions": interaction_table(r.example, names, r.interactions.values)},
+        )
+        for k, v in higher.items():
+            by_names[tuple(names[i] for i in k)].append(abs(v))
+    if by_names:
+        top, values = max(by_names.items(), key=lambda kv: float(np.mean(kv[1])))
+        ctx.add_finding(
+            kind="strongest_interaction", value=float(np.mean(values)), n=len(values),
+            unit="mean |interaction|",
+            statement=f"{label}: ({', '.join(f'`{t}`' for t in top)}) is the strongest interaction of {where} "
+                      f"(mean |value| {np.mean(values):.4g} over {len(values)} example(s))",
+            metrics={"names": list(top)},
+        )

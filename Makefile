@@ -24,6 +24,7 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/bench_catalogue.py
+	$(BIN)/python benchmarks/bench_games.py
 
 clean:
 	rm -rf $(VENV) modelsci-catalogue

@@ -298,6 +298,52 @@ def analyses() -> None:
                           highlight=False)
 
 
+site_app = typer.Typer(help="Build or serve the catalogue's static site.", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("build")
+def site_build(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to build into (default: <catalogue>/site).")] = None,
+    max_finding_pages: Annotated[int, typer.Option(help="Above this many findings, findings are rows of their model's page.")] = 5000,
+) -> None:
+    """Render the catalogue as a static site (mkdocs-material) that any static host can serve.
+
+    Example: modelsci site build --out ./public
+    """
+    from catalogue.site_build import build_site
+
+    with console.status("building the site ..."):
+        report = build_site(_open(), out, max_finding_pages=max_finding_pages)
+    for note in report.notes:
+        err.print(f"note: {note}", highlight=False)
+    console.print(f"site: {report.out / 'index.html'} ({report.pages} pages)", highlight=False)
+
+
+@site_app.command("serve")
+def site_serve(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The built site (default: <catalogue>/site).")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the built site locally (build it first with `modelsci site build`).
+
+    Example: modelsci site serve --port 8000
+    """
+    import functools
+    import http.server
+
+    root = out or _open().root / "site"
+    if not (root / "index.html").is_file():
+        _fail(f"no built site at {root}; run `modelsci site build` first")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        console.print(f"serving {root} at http://127.0.0.1:{port}/ (Ctrl-C to stop)", highlight=False)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+
+
 @app.command()
 def demo() -> None:
     """Build the catalogue of the embedded default (bundled models and data) and show it.

@@ -2,8 +2,8 @@
 
 The demo trains its small models in seconds (into ``examples/demo/models/``, skipped when
 already there), submits each manifest in ``examples/demo/`` exactly as ``modelsci submit``
-does, runs the queue with progress bars, exports the catalogue, and answers three example
-queries. Running it twice reuses everything: ids are content hashes and submitted runs are
+does, runs the queue with progress bars, exports the catalogue, builds the site, and answers
+three example queries. Running it twice reuses everything: ids are content hashes and submitted runs are
 not planned again.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from catalogue.site_build import build_site
 from catalogue.store import Catalogue
 from catalogue.transfer import export
 from ingest.architectures import MLP, SmallCNN, save_torch_model
@@ -55,9 +56,14 @@ def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> Non
     console.print(f"{len(summary.succeeded)} run(s) succeeded, {len(summary.failed)} failed", highlight=False)
     with console.status("exporting ..."):
         export(cat, cat.root / "export")
+    with console.status("building the site ..."):
+        site = build_site(cat)
+    for note in site.notes:
+        console.print(f"note: {note}", highlight=False)
     console.print(f"\ncatalogue: {cat.root}", highlight=False)
     console.print(f"export (Parquet + manifest): {cat.root / 'export'}", highlight=False)
-    console.print("site: not built yet (the site issue adds `modelsci site build`)", highlight=False)
+    console.print(f"site: {site.out / 'index.html'} ({site.pages} pages; `modelsci site serve` serves it)",
+                  highlight=False)
     for query in EXAMPLE_QUERIES:
         console.print(f"\n$ modelsci sql \"{query}\"", style="bold", highlight=False)
         for row in cat.sql(query).to_pylist():

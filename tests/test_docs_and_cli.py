@@ -68,3 +68,4 @@ def test_demo_builds_a_checked_catalogue_and_a_second_run_reuses_it(tmp_path) ->
     assert cat.sql("SELECT count(*) AS n FROM commits").to_pylist() == commits
     assert "ok: catalogue consistent" in modelsci("check", catalogue_dir=cat_dir).stdout
     assert (cat_dir / "export/manifest.json").is_file()
+    assert f"site: {cat_dir / 'site' / 'index.html'}" in first and (cat_dir / "site/query.html").is_file()

@@ -1,0 +1,144 @@
+"""Static SVG plots for the site, drawn with matplotlib at build time, one function per kind.
+
+Every function takes plain rows (from findings or artifacts) and returns SVG text, or None
+when there is nothing to draw; the site embeds the SVG inline so pages need no extra files.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bars", "calibration", "curves", "heatmap", "histogram", "matrix", "token_highlight"]
+
+
+def _figure(width: float = 6.0, height: float = 3.2):  # noqa: ANN202 - matplotlib objects
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
+    return plt.subplots(figsize=(width, height))
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    sink = io.StringIO()
+    fig.tight_layout()
+    fig.savefig(sink, format="svg")
+    plt.close(fig)
+    text = sink.getvalue()
+    return text[text.index("<svg"):]  # inline: drop the XML prolog and doctype
+
+
+def bars(labels: list[str], values: list[float], errors: list[tuple[float, float] | None] | None = None,
+         title: str = "", xlabel: str = "") -> str | None:
+    """Horizontal bars, largest on top, with CI whiskers where given."""
+    if not values:
+        return None
+    order = np.argsort(values)[-15:]
+    fig, ax = _figure(6.0, 0.3 * len(order) + 1.0)
+    y = np.arange(len(order))
+    vals = np.array(values)[order]
+    xerr = None
+    if errors and any(errors[i] for i in order):
+        lo = [vals[k] - (errors[i][0] if errors[i] else vals[k]) for k, i in enumerate(order)]
+        hi = [(errors[i][1] if errors[i] else vals[k]) - vals[k] for k, i in enumerate(order)]
+        xerr = np.clip(np.array([lo, hi]), 0, None)
+    ax.barh(y, vals, xerr=xerr, color="#3f6fb5", ecolor="#333", capsize=2)
+    ax.set_yticks(y, [labels[i] for i in order])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    return _svg(fig)
+
+
+def matrix(names: list[str], values: np.ndarray, title: str = "") -> str | None:
+    """A square matrix (interactions of order 2, meta-attributions) as a diverging heatmap."""
+    if values.size == 0:
+        return None
+    n = len(names)
+    fig, ax = _figure(min(1.5 + 0.35 * n, 8.0), min(1.2 + 0.35 * n, 7.5))
+    limit = float(np.abs(values).max()) or 1.0
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(n), names, rotation=90)
+    ax.set_yticks(range(n), names)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _svg(fig)
+
+
+def heatmap(grid: np.ndarray, title: str = "", image: np.ndarray | None = None) -> str | None:
+    """Patch attributions over an image's grid (the image underneath when given)."""
+    if grid.size == 0:
+        return None
+    fig, ax = _figure(3.2, 3.0)
+    if image is not None:
+        ax.imshow(image, cmap="gray", extent=(0, grid.shape[1], grid.shape[0], 0))
+    limit = float(np.abs(grid).max()) or 1.0
+    shown = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6 if image is not None else 1.0,
+                      extent=(0, grid.shape[1], grid.shape[0], 0))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    fig.colorbar(shown, ax=ax, shrink=0.8)
+    return _svg(fig)
+
+
+def calibration(rows: list[dict[str, Any]], title: str = "calibration") -> str | None:
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration."""
+    if not rows:
+        return None
+    fig, ax = _figure(3.6, 3.2)
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
+    ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", color="#3f6fb5")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    return _svg(fig)
+
+
+def curves(rows: list[dict[str, Any]], title: str = "deletion and insertion") -> str | None:
+    """Mean deletion and insertion curves over examples."""
+    if not rows:
+        return None
+    steps = sorted({r["fraction"] for r in rows})
+    mean = {k: [np.mean([r[k] for r in rows if r["fraction"] == s]) for s in steps] for k in ("deletion", "insertion")}
+    fig, ax = _figure(4.0, 3.0)
+    ax.plot(steps, mean["deletion"], label="deletion", color="#b5473f")
+    ax.plot(steps, mean["insertion"], label="insertion", color="#3f6fb5")
+    ax.set_xlabel("fraction of features (most attributed first)")
+    ax.set_ylabel("output")
+    ax.legend()
+    ax.set_title(title)
+    return _svg(fig)
+
+
+def histogram(values: list[float], threshold: float | None = None, title: str = "", xlabel: str = "") -> str | None:
+    """A distribution of scores, with a threshold line where one applies."""
+    if not values:
+        return None
+    fig, ax = _figure(4.5, 3.0)
+    ax.hist(values, bins=min(40, max(5, len(values) // 5)), color="#3f6fb5")
+    if threshold is not None:
+        ax.axvline(threshold, color="#b5473f", linestyle="--", label="threshold")
+        ax.legend()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    return _svg(fig)
+
+
+def token_highlight(tokens: list[str], values: list[float]) -> str:
+    """Tokens as HTML spans tinted by attribution (red raises, blue lowers the output); escaped."""
+    limit = max((abs(v) for v in values), default=0.0) or 1.0
+    spans = []
+    for token, value in zip(tokens, values):
+        alpha = min(abs(value) / limit, 1.0) * 0.8
+        rgb = "181,71,63" if value > 0 else "63,111,181"
+        spans.append(f'<span class="token" style="background: rgba({rgb},{alpha:.2f})" '
+                     f'title="{value:+.4g}">{html.escape(token)}</span>')
+    return '<p class="tokens">' + " ".join(spans) + "</p>"

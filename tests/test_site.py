@@ -1,0 +1,171 @@
+"""The published site: built from a real catalogue, opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import functools
+import html.parser
+import http.server
+import os
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import catalogue
+from catalogue.site_build import build_site, slug
+from tests.browser import Browser, chromium_path
+from tests.conftest import REPO, modelsci
+from tests.models import breast_cancer_skops, write_manifest
+
+SCREENS = REPO / "tests" / "_screens"
+PAYLOAD = "<script>alert(1)</script>"
+IMG_PAYLOAD = '<img src=x onerror="document.body.dataset.pwned=1">'
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A catalogue with evaluation, attribution and interaction findings, and a hostile model card."""
+    tmp = tmp_path_factory.mktemp("site")
+    card = ("---\nlicense: \"" + IMG_PAYLOAD.replace('"', '\\"') + "\"\n"
+            f"tags: [\"{PAYLOAD}\"]\ndescription: \"{PAYLOAD}\"\n---\nA card.\n")
+    model = breast_cancer_skops(tmp / "lr", card=card)
+    manifest = write_manifest(tmp / "m.yaml", str(model), analyses=[
+        {"name": "evaluation.performance", "params": {"n_bootstrap": 100}, "seeds": [0, 1]},
+        {"name": "attribution.kernel_shap", "params": {"examples": 2, "budget": 256}},
+        {"name": "interactions.shapley", "params": {"examples": 1, "budget": 256}},
+    ])
+    manifest.write_text(manifest.read_text().replace("Test Suite <tests@example.org>", PAYLOAD))
+    cat_dir = tmp / "cat"
+    modelsci("submit", str(manifest), "--run", catalogue_dir=cat_dir, timeout=300)
+    cat = catalogue.open(cat_dir)
+    report = build_site(cat, tmp / "public")
+    model_id = cat.sql("SELECT id FROM models").to_pylist()[0]["id"]
+    return {"cat": cat, "report": report, "root": tmp / "public", "model_id": model_id}
+
+
+@pytest.fixture(scope="module")
+def server(built: dict[str, object]) -> Iterator[str]:
+    handler = functools.partial(QuietHandler, directory=str(built["root"]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs chromium for the browser tests; `make test` installs it with apt-get as root")
+        pytest.skip("no chromium: install Debian's `chromium` (apt-get install chromium) to run the browser tests")
+    b = Browser()
+    yield b
+    b.close()
+
+
+def test_pages_exist_for_every_entity(built: dict[str, object]) -> None:
+    root: Path = built["root"]  # type: ignore[assignment]
+    cat: catalogue.Catalogue = built["cat"]  # type: ignore[assignment]
+    assert (root / "index.html").is_file() and (root / "query.html").is_file()
+    for table, folder in (("models", "models"), ("datasets", "datasets"), ("findings", "findings")):
+        for row in cat.sql(f"SELECT id FROM {table}").to_pylist():
+            assert (root / folder / f"{slug(row['id'])}.html").is_file(), (table, row["id"])
+    for row in cat.sql("SELECT DISTINCT name FROM analyses").to_pylist():
+        assert (root / "analyses" / f"{slug(row['name'])}.html").is_file()
+
+
+class Links(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.targets.append(value)
+
+
+def test_every_internal_link_and_asset_resolves(built: dict[str, object]) -> None:
+    root: Path = built["root"]  # type: ignore[assignment]
+    broken, checked = [], 0
+    for page in root.rglob("*.html"):
+        parser = Links()
+        parser.feed(page.read_text())
+        for target in parser.targets:
+            parsed = urllib.parse.urlparse(target)
+            if parsed.scheme or target.startswith(("#", "mailto:", "data:", "javascript:")):
+                continue
+            path = urllib.parse.unquote(parsed.path)
+            base = root if path.startswith("/") else page.parent  # the 404 page links from the site root
+            resolved = (base / path.lstrip("/")).resolve() if path else page
+            if resolved.is_dir():
+                resolved = resolved / "index.html"
+            checked += 1
+            if not resolved.exists():
+                broken.append(f"{page.relative_to(root)} -> {target}")
+    assert checked > 100 and broken == []
+
+
+def test_a_plot_per_family_on_the_model_page(built: dict[str, object]) -> None:
+    root: Path = built["root"]  # type: ignore[assignment]
+    page = (root / "models" / f"{slug(built['model_id'])}.html").read_text()  # type: ignore[arg-type]
+    sections = re.split(r"<h4 id=", page)
+    for analysis in ("evaluation.performance", "attribution.kernel_shap", "interactions.shapley"):
+        section = next(s for s in sections if s.split(">", 1)[1].startswith(analysis))
+        svg = re.search(r"<svg.*?</svg>", section, re.S)
+        assert svg, f"no plot for {analysis}"
+        assert len(re.findall(r"<(path|rect|use)\b", svg.group(0))) > 10, f"empty plot for {analysis}"
+
+
+def test_contributor_text_is_escaped_in_the_files(built: dict[str, object]) -> None:
+    root: Path = built["root"]  # type: ignore[assignment]
+    for page in root.rglob("*.html"):
+        text = page.read_text()
+        assert PAYLOAD not in text and IMG_PAYLOAD not in text, page
+    model_page = (root / "models" / f"{slug(built['model_id'])}.html").read_text()  # type: ignore[arg-type]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in model_page
+
+
+def test_browser_pages_render_and_the_hostile_card_stays_inert(built, server, browser) -> None:  # noqa: ANN001
+    page = browser.page()
+    try:
+        for name, path in (("home", "/index.html"), ("model", f"/models/{slug(built['model_id'])}.html"),
+                           ("finding", "/findings/" + next((built["root"] / "findings").glob("*.html")).name)):
+            page.goto(server + path)
+            page.screenshot(SCREENS / f"{name}.png")
+            assert page.evaluate("document.querySelector('h1') !== null")
+        page.goto(f"{server}/models/{slug(built['model_id'])}.html")
+        text = page.evaluate("document.body.innerText")
+        assert PAYLOAD in text  # shown as text
+        assert page.evaluate("[...document.scripts].some(s => s.textContent.includes('alert(1)'))") is False
+        assert page.evaluate("document.body.dataset.pwned === undefined") is True
+        assert page.dialogs == []
+    finally:
+        page.close()
+
+
+def test_query_page_answers_like_modelsci_sql(built, server, browser) -> None:  # noqa: ANN001
+    expected = modelsci("sql", "SELECT count(*) FROM findings", "--format", "csv",
+                        catalogue_dir=built["cat"].root).stdout.splitlines()[1]
+    page = browser.page()
+    try:
+        query = urllib.parse.quote("SELECT count(*) FROM findings")
+        page.goto(f"{server}/query.html?sql={query}")
+        page.wait("document.body.dataset.queryDone === '1'", 90)
+        page.screenshot(SCREENS / "query.png")
+        cells = page.evaluate("[...document.querySelectorAll('#query-result td')].map(td => td.textContent)")
+        assert cells == [expected], page.console
+        head = built["cat"].head()
+        assert head.id in page.evaluate("document.getElementById('query-commit').textContent")
+        assert page.evaluate("document.getElementById('query-csv').hidden") is False
+    finally:
+        page.close()

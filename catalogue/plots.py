@@ -38,23 +38,36 @@ def _svg(fig: Any) -> str:
 
 def bars(labels: list[str], values: list[float], errors: list[tuple[float, float] | None] | None = None,
          title: str = "", xlabel: str = "") -> str | None:
-    """Horizontal bars, largest on top, with CI whiskers where given."""
+    """Horizontal bars, largest on top, with CI whiskers where given (plain SVG: big sites draw thousands)."""
     if not values:
         return None
-    order = np.argsort(values)[-15:]
-    fig, ax = _figure(6.0, 0.3 * len(order) + 1.0)
-    y = np.arange(len(order))
-    vals = np.array(values)[order]
-    xerr = None
-    if errors and any(errors[i] for i in order):
-        lo = [vals[k] - (errors[i][0] if errors[i] else vals[k]) for k, i in enumerate(order)]
-        hi = [(errors[i][1] if errors[i] else vals[k]) - vals[k] for k, i in enumerate(order)]
-        xerr = np.clip(np.array([lo, hi]), 0, None)
-    ax.barh(y, vals, xerr=xerr, color="#3f6fb5", ecolor="#333", capsize=2)
-    ax.set_yticks(y, [labels[i] for i in order])
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    return _svg(fig)
+    order = list(np.argsort(values)[::-1][:15])
+    top = max([abs(values[i]) for i in order] + [abs(e[1]) for e in (errors or []) if e] + [1e-12])
+    left, width, row = 180, 320, 18
+    height = 40 + row * len(order) + 30
+    scale = width / top
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 40}" height="{height}" '
+             f'viewBox="0 0 {left + width + 40} {height}" font-size="11" font-family="sans-serif">',
+             f'<text x="{left}" y="16" font-weight="bold">{html.escape(title)}</text>']
+    for k, i in enumerate(order):
+        y = 30 + k * row
+        w = max(values[i], 0) * scale
+        parts.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{html.escape(labels[i][:40])}</text>')
+        parts.append(f'<rect x="{left}" y="{y + 2}" width="{w:.1f}" height="{row - 5}" fill="#3f6fb5">'
+                     f'<title>{html.escape(labels[i])}: {values[i]:.4g}</title></rect>')
+        if errors and errors[i]:
+            lo, hi = (max(v, 0) * scale + left for v in errors[i])
+            mid = y + row / 2
+            parts.append(f'<path d="M{lo:.1f} {mid:.1f}H{hi:.1f}M{lo:.1f} {mid - 4:.1f}V{mid + 4:.1f}'
+                         f'M{hi:.1f} {mid - 4:.1f}V{mid + 4:.1f}" stroke="#333" fill="none"/>')
+    axis = 30 + row * len(order) + 4
+    parts.append(f'<path d="M{left} {axis}H{left + width}" stroke="#666"/>')
+    for tick in np.linspace(0, top, 5):
+        x = left + tick * scale
+        parts.append(f'<path d="M{x:.1f} {axis}V{axis + 4}" stroke="#666"/>'
+                     f'<text x="{x:.1f}" y="{axis + 15}" text-anchor="middle">{tick:.3g}</text>')
+    parts.append(f'<text x="{left + width / 2}" y="{height - 2}" text-anchor="middle">{html.escape(xlabel)}</text></svg>')
+    return "".join(parts)
 
 
 def matrix(names: list[str], values: np.ndarray, title: str = "") -> str | None:

@@ -89,11 +89,17 @@ class ResultBundle:
         exact: bool | None = None,
         metrics: dict[str, Any] | None = None,
         artifacts: dict[str, pa.Table] | None = None,
+        model_id: str | None = None,
     ) -> Finding:
-        """Make a finding of ``run`` (ids computed from its content), add it and its artifacts."""
+        """Make a finding of ``run`` (ids computed from its content), add it and its artifacts.
+
+        ``model_id`` names another model than the run's, for findings about models the run
+        made (the members of a Rashomon set).
+        """
         _require_finite(kind, value=value, ci=ci, metrics=metrics)
         analysis_name = run.analysis_id.split("@", 1)[0]
-        key_id = finding_key(run.model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
+        model_id = model_id or run.model_id
+        key_id = finding_key(model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
         files = {name: parquet_bytes(table) for name, table in (artifacts or {}).items()}
         payload = {
             "analysis_id": run.analysis_id, "statement": statement, "value": value,
@@ -103,7 +109,7 @@ class ResultBundle:
         }
         finding = Finding(
             id=content_id({"key": key_id, "run": run.id, "payload": payload}),
-            key_id=key_id, model_id=run.model_id, dataset_id=run.dataset_id,
+            key_id=key_id, model_id=model_id, dataset_id=run.dataset_id,
             analysis_id=run.analysis_id, analysis_name=analysis_name, params_hash=run.params_hash,
             kind=kind, subject=subject, run_id=run.id, statement=statement, value=value,
             ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, n=n, unit=unit,

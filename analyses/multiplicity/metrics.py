@@ -1,0 +1,83 @@
+"""Predictive multiplicity metrics over a Rashomon set, per point and aggregated.
+
+Inputs: the reference model's labels ``reference`` (n,), the members' labels ``members``
+(m, n) (the reference is not a member), and for the score-based metrics the members' class
+probabilities ``scores`` (m, n, k).
+
+- ambiguity: share of points whose label some member flips;
+- discrepancy: the largest share of points any one member flips;
+- obscurity: mean over points of the share of members that flip the point;
+- disagreement: 4 mu (1 - mu) per point, mu the share of members predicting the positive
+  class (for k > 2 classes: mu per class, summed: 2 (1 - sum_c mu_c^2), which is 4 mu (1 - mu)
+  at k = 2);
+- viable prediction range: max - min over members of the true class' score;
+- Rashomon capacity: the capacity C (bits) of the channel member -> class whose rows are
+  the members' score vectors at the point, by Blahut-Arimoto, reported as 2^C in [1, k].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ambiguity", "disagreement", "discrepancy", "flips", "obscurity", "rashomon_capacity",
+           "viable_prediction_range"]
+
+
+def flips(reference: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """(m, n) booleans: member j predicts another label than the reference on point i."""
+    return np.asarray(members) != np.asarray(reference)[None, :]
+
+
+def ambiguity(reference: np.ndarray, members: np.ndarray) -> float:
+    return float(flips(reference, members).any(axis=0).mean())
+
+
+def discrepancy(reference: np.ndarray, members: np.ndarray) -> float:
+    return float(flips(reference, members).mean(axis=1).max())
+
+
+def obscurity(reference: np.ndarray, members: np.ndarray) -> float:
+    return float(flips(reference, members).mean(axis=0).mean())
+
+
+def disagreement(members: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per point; 4 mu (1 - mu) for two classes."""
+    shares = np.stack([(np.asarray(members) == c).mean(axis=0) for c in classes], axis=1)  # (n, k)
+    return 2.0 * (1.0 - (shares ** 2).sum(axis=1))
+
+
+def viable_prediction_range(scores: np.ndarray, true_class_index: np.ndarray) -> np.ndarray:
+    """Per point: the spread over members of the true class' score."""
+    n = scores.shape[1]
+    true = scores[:, np.arange(n), true_class_index]  # (m, n)
+    return true.max(axis=0) - true.min(axis=0)
+
+
+def rashomon_capacity(scores: np.ndarray, iterations: int = 200, tol: float = 1e-10) -> np.ndarray:
+    """Per point: 2^C, C the capacity of the channel whose rows are the members' score vectors."""
+    m, n, k = scores.shape
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = 2.0 ** _capacity_bits(np.clip(scores[:, i, :], 0.0, None), iterations, tol)
+    return np.clip(out, 1.0, k)
+
+
+def _capacity_bits(channel: np.ndarray, iterations: int, tol: float) -> float:
+    """Blahut-Arimoto: max over input distributions p of I(X; Y) for rows P(y | x)."""
+    channel = channel / channel.sum(axis=1, keepdims=True)
+    m = channel.shape[0]
+    p = np.full(m, 1.0 / m)
+    log_channel = np.log2(np.where(channel > 0, channel, 1.0))
+    capacity = 0.0
+    for _ in range(iterations):
+        q = p @ channel  # output distribution
+        log_q = np.log2(np.where(q > 0, q, 1.0))
+        divergence = np.sum(channel * (log_channel - log_q[None, :]), axis=1)  # D(P(.|x) || q), bits
+        lower = float(np.log2(np.sum(p * 2.0 ** divergence)))
+        upper = float(divergence.max())
+        p = p * 2.0 ** divergence
+        p /= p.sum()
+        capacity = lower
+        if upper - lower < tol:
+            break
+    return max(capacity, 0.0)

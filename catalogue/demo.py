@@ -72,7 +72,8 @@ def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> Non
 
 def train_demo_models(folder: Path) -> list[str]:
     """Train each demo model that is not in ``folder`` yet (deterministic, seconds on a CPU)."""
-    trainers = {"breast_cancer_logreg": _logreg, "breast_cancer_mlp": _mlp, "digits_cnn": _cnn}
+    trainers = {"breast_cancer_logreg": _logreg, "breast_cancer_mlp": _mlp, "digits_cnn": _cnn,
+                "toy_mixture_1d": _toy_denoiser}
     trained = []
     for name, train in trainers.items():
         if not (folder / name).exists():
@@ -154,6 +155,14 @@ def _mlp(folder: Path) -> None:
         first.weight /= torch.tensor(std)
     save_torch_model(model.float(), "mlp", {"in_features": x.shape[1], "hidden": [16], "out_features": 2},
                      folder, card=_CARD.format(tag="tabular", text="A 16-unit MLP on raw breast_cancer features."))
+
+
+def _toy_denoiser(folder: Path) -> None:
+    """A noise predictor on three 1D Gaussians (means 1, 2, 3; std 0.05), T = 1000, β 0.001 to 0.2."""
+    from analyses.hallucination.toy import train_denoiser
+
+    train_denoiser([[1.0], [2.0], [3.0]], 0.05, timesteps=1000, beta_start=0.001, beta_end=0.2,
+                   steps=6000, seed=0, folder=folder)
 
 
 def _cnn(folder: Path) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ingest.models import CONFIG_NAME
 
-__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "SmallCNN", "build", "save_torch_model"]
+__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "DenoiserMLP", "SmallCNN", "build", "save_torch_model"]
 
 
 class MLP(nn.Module):
@@ -56,7 +56,28 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": SmallCNN}
+class DenoiserMLP(nn.Module):
+    """A noise predictor eps(x_t, t) for low-dimensional data: an MLP on x_t and a sinusoidal
+    embedding of t / T."""
+
+    def __init__(self, dim: int = 1, hidden: int = 128, layers: int = 3, timesteps: int = 1000,
+                 frequencies: int = 16) -> None:
+        super().__init__()
+        self.timesteps = timesteps
+        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, 6.0, frequencies)), persistent=False)
+        sizes = [dim + 2 * frequencies, *[hidden] * layers]
+        body: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            body += [nn.Linear(a, b), nn.SiLU()]
+        body.append(nn.Linear(sizes[-1], dim))
+        self.net = nn.Sequential(*body)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        phase = (t.to(x.dtype).reshape(-1, 1) / self.timesteps) * self.freqs.to(x.dtype)[None, :]
+        return self.net(torch.cat([x, torch.sin(phase), torch.cos(phase)], dim=1))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": SmallCNN, "denoiser_mlp": DenoiserMLP}
 
 
 def build(config: dict[str, Any]) -> nn.Module:
@@ -71,13 +92,16 @@ def build(config: dict[str, Any]) -> nn.Module:
 
 
 def save_torch_model(module: nn.Module, architecture: str, args: dict[str, Any], folder: str | Path,
-                     card: str | None = None) -> Path:
-    """Write ``model.safetensors`` + ``modelsci.json`` (+ a README card) for a known architecture."""
+                     card: str | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``modelsci.json`` (+ a README card) for a known architecture.
+
+    ``extra`` goes into ``modelsci.json`` beside the architecture (a denoiser's noise
+    ``schedule``, the ``data`` it was trained on)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
               str(folder / "model.safetensors"))
-    (folder / CONFIG_NAME).write_text(json.dumps({"architecture": architecture, "args": args}, indent=2))
+    (folder / CONFIG_NAME).write_text(json.dumps({"architecture": architecture, "args": args, **(extra or {})}, indent=2))
     if card is not None:
         (folder / "README.md").write_text(card)
     return folder

@@ -1,0 +1,1 @@
+"""Hallucination filters for diffusion models (Verify and Steer pillars)."""

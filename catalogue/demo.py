@@ -72,8 +72,8 @@ def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> Non
 
 def train_demo_models(folder: Path) -> list[str]:
     """Train each demo model that is not in ``folder`` yet (deterministic, seconds on a CPU)."""
-    trainers = {"breast_cancer_logreg": _logreg, "breast_cancer_mlp": _mlp, "digits_cnn": _cnn,
-                "toy_mixture_1d": _toy_denoiser}
+    trainers = {"breast_cancer_logreg": _logreg, "wine_logreg": _wine_logreg, "breast_cancer_mlp": _mlp,
+                "digits_cnn": _cnn, "toy_mixture_1d": _toy_denoiser}
     trained = []
     for name, train in trainers.items():
         if not (folder / name).exists():
@@ -122,18 +122,22 @@ def _split(name: str) -> tuple[np.ndarray, np.ndarray]:
 _CARD = "---\nlicense: apache-2.0\ntags: [modelsci-demo, {tag}]\n---\n{text}\n"
 
 
-def _logreg(folder: Path) -> None:
+def _wine_logreg(folder: Path) -> None:
+    _logreg(folder, "wine")
+
+
+def _logreg(folder: Path, name: str = "breast_cancer") -> None:
     import skops.io as sio
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x, y = _split("breast_cancer")
+    x, y = _split(name)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
     folder.mkdir(parents=True)
     sio.dump(model, folder / "model.skops")
     (folder / "README.md").write_text(_CARD.format(
-        tag="tabular", text="Logistic regression on standardised breast_cancer features (train split)."))
+        tag="tabular", text=f"Logistic regression on standardised {name} features (train split)."))
 
 
 def _mlp(folder: Path) -> None:

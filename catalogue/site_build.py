@@ -289,6 +289,13 @@ def _model_plots(site: Site, model: dict, findings: list[dict]) -> list[dict[str
 
 def _artifact_plot(site: Site, artifact: dict, model: dict | None) -> str | None:
     """The plot that fits an artifact, by its name; None when there is none."""
+    try:
+        return _plot_for(site, artifact, model)
+    except (KeyError, ValueError, TypeError, IndexError):
+        return None  # an artifact of a shape no plot knows: the page links it for download instead
+
+
+def _plot_for(site: Site, artifact: dict, model: dict | None) -> str | None:
     name = artifact["name"]
     if artifact["rows"] == 0 or artifact["rows"] > 200_000:
         return None
@@ -330,6 +337,14 @@ def _artifact_plot(site: Site, artifact: dict, model: dict | None) -> str | None
             values[r["i"], r["j"]] = r["value"]
             labels[r["i"]] = r["name_i"]
         return plots.matrix(labels, values, title="meta-attributions (row i, column j)")
+    if name == "scores":
+        finding = site.findings.get(artifact["finding_id"], {})
+        threshold = (finding.get("metrics") or {}).get("threshold")
+        return plots.histogram([float(r["score"]) for r in rows], threshold=threshold,
+                               title=f"{finding.get('subject', 'filter')} scores", xlabel="score")
+    if name == "points":
+        return plots.histogram([float(r["share_of_members_flipping"]) for r in rows],
+                               title="share of Rashomon-set members flipping each point", xlabel="share")
     if name == "predictions":
         key = "confidence" if "confidence" in rows[0] else ("cosine_similarity" if "cosine_similarity" in rows[0] else "prediction")
         return plots.histogram([float(r[key]) for r in rows], title=f"{key} per example", xlabel=key)

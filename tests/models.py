@@ -118,13 +118,16 @@ def breast_cancer_skops(folder: Path, *, card: str | None = None) -> Path:
 
 
 def write_manifest(path: Path, model: str, *, task: str = "tabular-classification",
-                   dataset: dict | None = None, analyses: list[dict] | None = None) -> Path:
+                   dataset: dict | bool | None = None, analyses: list[dict] | None = None) -> Path:
+    """A manifest as JSON (which is YAML); ``dataset=False`` leaves the dataset out."""
     manifest = {
         "submitter": "Test Suite <tests@example.org>",
         "model": {"source": model, "task": task},
         "dataset": dataset or {"source": "sklearn://breast_cancer", "split": "test"},
         "analyses": analyses or [{"name": "evaluation.performance", "params": {"n_bootstrap": 200}}],
     }
+    if dataset is False:
+        del manifest["dataset"]
     path.write_text(json.dumps(manifest, indent=2))  # JSON is YAML
     return path
 

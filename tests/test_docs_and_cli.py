@@ -57,7 +57,7 @@ def test_demo_builds_a_checked_catalogue_and_a_second_run_reuses_it(tmp_path) ->
     runs = cat.sql("SELECT count(*) AS n FROM runs WHERE status = 'succeeded'").to_pylist()[0]["n"]
     assert f"{runs} run(s) succeeded, 0 failed" in first and f"catalogue: {cat_dir}" in first
     families = cat.sql("SELECT DISTINCT split_part(analysis_name, '.', 1) AS f FROM findings ORDER BY f").to_pylist()
-    assert [f["f"] for f in families] == ["attribution", "evaluation", "interactions"]
+    assert [f["f"] for f in families] == ["attribution", "evaluation", "hallucination", "interactions", "multiplicity"]
     accuracy = cat.sql("SELECT f.value FROM findings_current f JOIN models m ON m.id = f.model_id "
                        "WHERE f.kind = 'accuracy' AND m.architecture = 'Pipeline'").to_pylist()[0]["value"]
     assert f"model=breast_cancer_logreg, architecture=Pipeline, kind=accuracy, value={round(accuracy, 4)}" \

@@ -18,6 +18,7 @@ import catalogue
 from catalogue.site_build import build_site, slug
 from tests.browser import Browser, chromium_path
 from tests.conftest import REPO, modelsci
+from analyses.hallucination.toy import train_denoiser
 from tests.models import breast_cancer_skops, write_manifest
 
 SCREENS = REPO / "tests" / "_screens"
@@ -36,14 +37,20 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         {"name": "evaluation.performance", "params": {"n_bootstrap": 100}, "seeds": [0, 1]},
         {"name": "attribution.kernel_shap", "params": {"examples": 2, "budget": 256}},
         {"name": "interactions.shapley", "params": {"examples": 1, "budget": 256}},
+        {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 12, "n_bootstrap": 100, "epsilon": 0.05}},
     ])
     manifest.write_text(manifest.read_text().replace("Test Suite <tests@example.org>", PAYLOAD))
+    train_denoiser([[1.0], [2.0], [3.0]], 0.05, steps=200, hidden=32, folder=tmp / "toy")
+    toy = write_manifest(tmp / "toy.yaml", str(tmp / "toy"), task="unconditional-image-generation", dataset=False,
+                         analyses=[{"name": "hallucination.trajectory_variance", "params": {"n_samples": 300}}])
     cat_dir = tmp / "cat"
     modelsci("submit", str(manifest), "--run", catalogue_dir=cat_dir, timeout=300)
+    modelsci("submit", str(toy), "--run", catalogue_dir=cat_dir, timeout=300)
     cat = catalogue.open(cat_dir)
     report = build_site(cat, tmp / "public")
-    model_id = cat.sql("SELECT id FROM models").to_pylist()[0]["id"]
-    return {"cat": cat, "report": report, "root": tmp / "public", "model_id": model_id}
+    model_id = cat.sql("SELECT id FROM models WHERE framework = 'sklearn' AND base_model_id IS NULL").to_pylist()[0]["id"]
+    toy_id = cat.sql("SELECT id FROM models WHERE framework = 'torch'").to_pylist()[0]["id"]
+    return {"cat": cat, "report": report, "root": tmp / "public", "model_id": model_id, "toy_id": toy_id}
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +122,19 @@ def test_every_internal_link_and_asset_resolves(built: dict[str, object]) -> Non
     assert checked > 100 and broken == []
 
 
-def test_a_plot_per_family_on_the_model_page(built: dict[str, object]) -> None:
+@pytest.mark.parametrize("model, analysis", [
+    ("model_id", "evaluation.performance"), ("model_id", "attribution.kernel_shap"),
+    ("model_id", "interactions.shapley"), ("model_id", "multiplicity.rashomon_set"),
+    ("toy_id", "hallucination.trajectory_variance"),
+])
+def test_a_plot_per_family_on_the_model_page(built: dict[str, object], model: str, analysis: str) -> None:
     root: Path = built["root"]  # type: ignore[assignment]
-    page = (root / "models" / f"{slug(built['model_id'])}.html").read_text()  # type: ignore[arg-type]
+    page = (root / "models" / f"{slug(built[model])}.html").read_text()  # type: ignore[arg-type]
     sections = re.split(r"<h4 id=", page)
-    for analysis in ("evaluation.performance", "attribution.kernel_shap", "interactions.shapley"):
-        section = next(s for s in sections if s.split(">", 1)[1].startswith(analysis))
-        svg = re.search(r"<svg.*?</svg>", section, re.S)
-        assert svg, f"no plot for {analysis}"
-        assert len(re.findall(r"<(path|rect|use)\b", svg.group(0))) > 10, f"empty plot for {analysis}"
+    section = next(s for s in sections if s.split(">", 1)[1].startswith(analysis))
+    svg = re.search(r"<svg.*?</svg>", section, re.S)
+    assert svg, f"no plot for {analysis}"
+    assert len(re.findall(r"<(path|rect|use)\b", svg.group(0))) > 10, f"empty plot for {analysis}"
 
 
 def test_contributor_text_is_escaped_in_the_files(built: dict[str, object]) -> None:

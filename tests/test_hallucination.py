@@ -1,0 +1,88 @@
+"""Hallucination filters: LID on a known manifold, trajectory variance on a trained toy, diffusers end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import catalogue
+from analyses.hallucination.diffusion import DiffusionModel, Schedule, sample
+from analyses.hallucination.lid import lid_dsm, lid_flipd
+from analyses.hallucination.toy import ground_truth, train_denoiser
+from catalogue.integrity import check
+from tests.conftest import modelsci
+from tests.models import write_manifest
+
+
+class LinearGaussianPredictor(torch.nn.Module):
+    """The exact noise predictor for data x = A z, z ~ N(0, s² I_d), A orthonormal (D x d)."""
+
+    def __init__(self, basis: torch.Tensor, scale: float, schedule: Schedule) -> None:
+        super().__init__()
+        self.projection = basis @ basis.T
+        self.scale = scale
+        self.abar = torch.tensor(schedule.alphas_cumprod)
+        self.unused = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        abar = self.abar[t].reshape(-1, 1)
+        along = x @ self.projection
+        return torch.sqrt(1 - abar) * (along / (abar * self.scale ** 2 + 1 - abar) + (x - along) / (1 - abar))
+
+
+@pytest.mark.parametrize("ambient, dim", [(10, 3), (8, 1), (6, 5)])
+def test_both_lid_estimators_recover_the_dimension_of_a_linear_manifold(ambient: int, dim: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(ambient, dim, dtype=torch.float64, generator=generator))
+    schedule = Schedule.linear(1000, 1e-4, 0.02)
+    model = DiffusionModel(LinearGaussianPredictor(basis, 1.0, schedule), schedule, (ambient,), "cpu", {})
+    x = torch.randn(300, dim, dtype=torch.float64, generator=generator) @ basis.T
+    for t in (0, 5):
+        assert abs(lid_dsm(model, x, t, 8, generator).mean() - dim) < 0.5
+        assert abs(lid_flipd(model, x, t, 8, generator).mean() - dim) < 0.5
+
+
+def test_trajectory_variance_finds_mode_interpolations_on_the_1d_toy() -> None:
+    """Seeds 0 and 1 (about 30 s each on 2 cores): 5,000 samples from a denoiser trained in the test."""
+    modes = np.array([[1.0], [2.0], [3.0]])
+    rates, aurocs, removed = [], [], []
+    for seed in (0, 1):
+        denoiser = train_denoiser(modes.tolist(), 0.05, steps=6000, seed=seed)
+        model = DiffusionModel(denoiser, Schedule.linear(1000, 0.001, 0.2), (1,), "cpu", {})
+        samples, history = sample(model, 5000, torch.Generator().manual_seed(seed), keep_last=10)
+        assert np.all(np.isfinite(samples)) and np.all(np.isfinite(history))
+        scores = history.reshape(5000, 10, -1).var(axis=1).mean(axis=1)
+        in_support, hallucinated = ground_truth(samples, modes, 0.05)
+        judged = in_support | hallucinated
+        rates.append(hallucinated.mean())
+        aurocs.append(roc_auc_score(hallucinated[judged], scores[judged]))
+        removed.append((scores[hallucinated] > np.quantile(scores[in_support], 0.95)).mean())
+    assert all(0.001 <= r <= 0.05 for r in rates), rates
+    assert np.mean(aurocs) >= 0.9, aurocs
+    assert np.mean(removed) >= 0.75, removed
+
+
+def test_a_diffusers_pipeline_runs_through_both_filters_from_a_manifest(tmp_path: Path) -> None:
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                       block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=40)).save_pretrained(tmp_path / "ddpm")
+    manifest = write_manifest(tmp_path / "m.yaml", str(tmp_path / "ddpm"), task="unconditional-image-generation",
+                              dataset=False, analyses=[{"name": "hallucination.trajectory_variance", "params": {"n_samples": 12, "last_steps": 5}},
+                                        {"name": "hallucination.lid", "params": {"n_samples": 12, "draws": 2, "probes": 2}}])
+    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
+    cat = catalogue.open(tmp_path / "cat")
+    rows = cat.sql("SELECT subject, value, metrics FROM findings_current WHERE kind = 'hallucination_rate' "
+                   "ORDER BY subject").to_pylist()
+    assert [r["subject"] for r in rows] == ["lid_dsm", "lid_flipd", "trajectory_variance"]
+    assert all(0 <= r["value"] <= 1 for r in rows)
+    model = cat.sql("SELECT framework, architecture FROM models").to_pylist()[0]
+    assert model == {"framework": "diffusers", "architecture": "DDPMPipeline"}
+    assert check(cat).ok

@@ -1,0 +1,72 @@
+"""Predictive multiplicity: metrics with known answers, and a Rashomon set through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import catalogue
+from analyses.multiplicity import metrics
+from catalogue.integrity import check
+from tests.conftest import modelsci
+from tests.models import breast_cancer_skops, write_manifest
+
+
+def test_the_issue_example() -> None:
+    reference = np.array([0, 0, 1, 1])
+    members = np.array([[0, 1, 1, 1], [1, 1, 1, 0]])
+    assert metrics.ambiguity(reference, members) == 0.75
+    assert metrics.discrepancy(reference, members) == 0.75
+    assert metrics.obscurity(reference, members) == 0.5
+
+
+def test_disagreement_is_4_mu_1_minus_mu_for_two_classes() -> None:
+    members = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])  # mu = 3/4, 3/4, 0
+    np.testing.assert_allclose(metrics.disagreement(members, np.array([0, 1])), [0.75, 0.75, 0.0])
+
+
+def test_rashomon_capacity_bounds() -> None:
+    same = np.tile(np.array([0.2, 0.5, 0.3]), (6, 4, 1))  # six identical members at four points
+    np.testing.assert_allclose(metrics.rashomon_capacity(same), 1.0, atol=1e-9)
+    one_hot = np.eye(3)[:, None, :].repeat(2, axis=1)  # three members, each certain of another class
+    np.testing.assert_allclose(metrics.rashomon_capacity(one_hot), 3.0, atol=1e-6)
+    binary = np.array([[[1.0, 0.0]], [[0.0, 1.0]], [[0.5, 0.5]]])
+    np.testing.assert_allclose(metrics.rashomon_capacity(binary), 2.0, atol=1e-6)
+
+
+def test_viable_prediction_range() -> None:
+    scores = np.array([[[0.9, 0.1], [0.4, 0.6]], [[0.7, 0.3], [0.1, 0.9]]])
+    np.testing.assert_allclose(metrics.viable_prediction_range(scores, np.array([0, 1])), [0.2, 0.3])
+
+
+def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
+        {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 30, "n_bootstrap": 100}}])
+    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
+    cat = catalogue.open(tmp_path / "cat")
+    info = cat.sql("SELECT value, metrics FROM findings_current WHERE kind = 'rashomon_set'").to_pylist()[0]
+    size, figures = int(info["value"]), json.loads(info["metrics"])
+    assert size >= 20
+    members = cat.sql("SELECT f.id, f.value, f.model_id, m.base_model_id FROM findings_current f "
+                      "JOIN models m ON m.id = f.model_id WHERE f.kind = 'rashomon_member'").to_pylist()
+    reference = cat.sql("SELECT id FROM models WHERE base_model_id IS NULL").to_pylist()[0]["id"]
+    assert len(members) >= 20 and all(m["base_model_id"] == reference for m in members)
+    assert all(m["value"] <= figures["bound"] + 1e-12 for m in members)  # each within epsilon
+    links = cat.sql("SELECT src_id FROM finding_links WHERE relation = 'derived_from'").to_pylist()
+    assert {link["src_id"] for link in links} == {m["id"] for m in members}
+
+    path = cat.sql("SELECT a.path FROM artifacts a JOIN findings_current f ON f.id = a.finding_id "
+                   "WHERE f.kind = 'ambiguity' AND a.name = 'predictions'").to_pylist()[0]["path"]
+    long = pq.read_table(cat.root / path).to_pandas()
+    wide = long.pivot(index="member", columns="example", values="prediction").to_numpy()
+    reference_labels = long[long.member == 0].sort_values("example")["reference"].to_numpy()
+    stored = {r["kind"]: r["value"] for r in cat.sql(
+        "SELECT kind, value FROM findings_current WHERE kind IN ('ambiguity', 'discrepancy', 'obscurity')").to_pylist()}
+    assert stored["ambiguity"] == pytest.approx(metrics.ambiguity(reference_labels, wide))
+    assert stored["discrepancy"] == pytest.approx(metrics.discrepancy(reference_labels, wide))
+    assert stored["obscurity"] == pytest.approx(metrics.obscurity(reference_labels, wide))
+    assert check(cat).ok

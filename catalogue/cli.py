@@ -38,7 +38,7 @@ err = Console(stderr=True)
 
 # Errors that are the user's input or the catalogue's state, not a bug: shown in one line.
 _USER_ERRORS = (
-    ManifestError, ModelError, DatasetError, HubError, catalogue.BundleError, catalogue.CatalogueBusyError, catalogue.ReadOnlySQLError,
+    ImportError, ManifestError, ModelError, DatasetError, HubError, catalogue.BundleError, catalogue.CatalogueBusyError, catalogue.ReadOnlySQLError,
     catalogue.UnknownCommitError, ExportError, LookupError, OSError, duckdb.Error,
 )
 
@@ -242,21 +242,24 @@ def submit(
 def run_(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     jobs: Annotated[int, typer.Option(min=1, help="Runs executed at once, in worker processes.")] = 1,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'modelsci[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="With --executor ray: join this cluster (else a local Ray).")] = None,
 ) -> None:
     """Execute the queued runs, landing each one's findings as it finishes.
 
     A failed run is recorded with its error and the others go on. Interrupted? Run it again.
     Example: modelsci run --device cpu --jobs 2
     """
-    _run_queue(_open(), device, jobs)
+    _run_queue(_open(), device, jobs, executor, address)
 
 
-def _run_queue(cat: catalogue.Catalogue, device: str, jobs: int) -> None:
+def _run_queue(cat: catalogue.Catalogue, device: str, jobs: int, executor: str = "local",
+               address: str | None = None) -> None:
     from catalogue.progress import ProgressReporter
     from ingest.executor import run_queue
 
     with ProgressReporter(console) as reporter:
-        summary = run_queue(cat, device=device, jobs=jobs, reporter=reporter)
+        summary = run_queue(cat, device=device, jobs=jobs, executor=executor, address=address, reporter=reporter)
     console.print(f"{len(summary.succeeded)} run(s) succeeded, {len(summary.failed)} failed"
                   + (" (see `modelsci status`)" if summary.failed else ""), highlight=False)
     if summary.failed:

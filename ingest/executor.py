@@ -20,6 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from analyses.base import RunContext, registry
 from catalogue.queue import QueuedRun, worker_name
@@ -32,7 +33,7 @@ from schemas.bundle import ResultBundle, params_hash
 from schemas.entities import ModelInstance, Run
 from schemas.manifest import DatasetSpec, ModelSpec
 
-__all__ = ["Progress", "QueueSummary", "execute", "run_queue"]
+__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle", "land_result", "run_queue"]
 
 Progress = Callable[[float, float], None]
 
@@ -53,9 +54,19 @@ class Reporter:
         pass
 
 
-def run_queue(cat: Catalogue, *, device: str = "auto", jobs: int = 1,
-              reporter: Reporter | None = None) -> QueueSummary:
-    """Execute queued runs until the queue is empty; returns which succeeded and which failed."""
+def run_queue(cat: Catalogue, *, device: str = "auto", jobs: int = 1, executor: str = "local",
+              address: str | None = None, reporter: Reporter | None = None) -> QueueSummary:
+    """Execute queued runs until the queue is empty; returns which succeeded and which failed.
+
+    ``executor="ray"`` runs them as Ray tasks (a local Ray, or the cluster at ``address``);
+    workers return bundles and this process alone commits them.
+    """
+    if executor == "ray":
+        from ingest.ray_executor import run_queue_on_ray
+
+        return run_queue_on_ray(cat, device=device, address=address, reporter=reporter or Reporter())
+    if executor != "local":
+        raise ValueError(f"--executor must be local or ray, not {executor!r}")
     device = resolve_device(device)
     reporter = reporter or Reporter()
     worker = worker_name()
@@ -110,7 +121,10 @@ def execute(queued: QueuedRun, device: str, progress: Progress | None = None) ->
         ctx = RunContext(run=run, model=model, dataset=dataset,
                          params=plugin_cls.Params.model_validate(queued.params), device=device,
                          seed=queued.seed, progress=progress or (lambda done, total: None))
-        plugin.run(ctx)
+        # One BLAS thread: summation order, and so the last bits of every regression, must not
+        # depend on the executor's thread count, or the same run would make other finding ids.
+        with threadpool_limits(limits=1, user_api="blas"):
+            plugin.run(ctx)
     except Exception as exc:
         return _failed(queued, device, exc, started)
     run.status = "succeeded"
@@ -119,6 +133,12 @@ def execute(queued: QueuedRun, device: str, progress: Progress | None = None) ->
     bundle.analyses.append(plugin_cls.entity())
     bundle.runs.append(run)
     return bundle
+
+
+def land_result(cat: Catalogue, queued: QueuedRun, bundle: ResultBundle, reporter: Reporter,
+                summary: QueueSummary) -> None:
+    """Commit one run's bundle (for executors other than this module's)."""
+    _land(cat, queued, bundle, reporter, summary)
 
 
 def _land(cat: Catalogue, queued: QueuedRun, bundle: ResultBundle, reporter: Reporter,
@@ -145,6 +165,11 @@ def _run_row(queued: QueuedRun, device: str, started: datetime | None) -> Run:
                      "submission_id": queued.submission_id},
         started_at=started,
     )
+
+
+def failed_bundle(queued: QueuedRun, device: str, exc: BaseException) -> ResultBundle:
+    """The bundle of a run whose worker died before it could report."""
+    return _failed(queued, device, exc, started=None)
 
 
 def _failed(queued: QueuedRun, device: str, exc: BaseException, started: datetime | None) -> ResultBundle:

@@ -55,6 +55,18 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def _rounded(value: Any) -> Any:
+    """Numbers as they enter a finding's id: 10 significant digits, |x| < 1e-12 as 0, so that the
+    same result computed with another BLAS thread count (a Ray worker) is the same finding."""
+    if isinstance(value, float):
+        return 0.0 if abs(value) < 1e-12 else float(f"{value:.10g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def _require_finite(kind: str, **numbers: Any) -> None:
     try:
         canonical_json(numbers)
@@ -102,9 +114,9 @@ class ResultBundle:
         key_id = finding_key(model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
         files = {name: parquet_bytes(table) for name, table in (artifacts or {}).items()}
         payload = {
-            "analysis_id": run.analysis_id, "statement": statement, "value": value,
-            "ci": list(ci) if ci else None, "n": n, "unit": unit, "exact": exact,
-            "metrics": metrics or {},
+            "analysis_id": run.analysis_id, "statement": statement, "value": _rounded(value),
+            "ci": _rounded(list(ci)) if ci else None, "n": n, "unit": unit, "exact": exact,
+            "metrics": _rounded(metrics or {}),
             "artifacts": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         }
         finding = Finding(

@@ -36,7 +36,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     manifest = write_manifest(tmp / "m.yaml", str(model), analyses=[
         {"name": "evaluation.performance", "params": {"n_bootstrap": 100}, "seeds": [0, 1]},
         {"name": "attribution.kernel_shap", "params": {"examples": 2, "budget": 256}},
-        {"name": "interactions.shapley", "params": {"examples": 1, "budget": 256}},
+        {"name": "interactions.shapley", "params": {"examples": 1, "budget": 1024}},
         {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 12, "n_bootstrap": 100, "epsilon": 0.05}},
     ])
     manifest.write_text(manifest.read_text().replace("Test Suite <tests@example.org>", PAYLOAD))

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,6 +65,10 @@ def shapley_interactions(game: Game, n: int, index: str, order: int, budget: int
         result = shapiq.ExactComputer(game, n_players=n)(index=index, order=order)
         exact, used = True, 2 ** n
     else:
+        terms = sum(math.comb(n, k) for k in range(order + 1))
+        if budget < 2 * terms:
+            raise ValueError(f"a budget of {budget} coalitions cannot estimate {index} up to order {order} for "
+                             f"{n} players ({terms} terms): give at least {2 * terms}, or lower the order")
         approximator = _approximator(index, n, order, seed)
         result = approximator.approximate(budget=budget, game=game)
         exact, used = False, budget

@@ -1,0 +1,58 @@
+"""The Ray executor: queued runs as Ray tasks, one committer.
+
+This process claims runs from the queue, submits each as a Ray task (asking Ray for a GPU
+when the run's device is CUDA), and commits each returned bundle itself: no worker writes
+the catalogue. Without ``address`` it starts a local Ray; with one it joins that cluster,
+whose workers need modelsci installed and the models' files reachable at the same paths.
+Ctrl-C, or a lost worker, puts the unfinished runs back in the queue.
+"""
+
+from __future__ import annotations
+
+from catalogue.queue import QueuedRun, worker_name
+from catalogue.store import Catalogue
+from ingest.executor import QueueSummary, Reporter, execute, failed_bundle, land_result
+
+__all__ = ["run_queue_on_ray"]
+
+
+def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, reporter: Reporter,
+                     max_in_flight: int | None = None) -> QueueSummary:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the Ray executor needs Ray: pip install 'modelsci[ray]'") from None
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, ignore_reinit_error=True)
+    use_gpu = device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    remote = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=0)(execute)
+    capacity = max_in_flight or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    worker = worker_name()
+    summary = QueueSummary()
+    in_flight: dict = {}
+    try:
+        while True:
+            while len(in_flight) < capacity and (queued := cat.claim(worker)) is not None:
+                reporter.started(queued)
+                run_device = "cuda" if use_gpu else ("cpu" if device == "auto" else device)
+                in_flight[remote.remote(queued, run_device)] = queued
+            if not in_flight:
+                break
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                queued: QueuedRun = in_flight.pop(ref)
+                try:
+                    bundle = ray.get(ref)
+                except Exception as exc:  # the task's worker died
+                    bundle = failed_bundle(queued, device, exc)
+                land_result(cat, queued, bundle, reporter, summary)
+    except BaseException:
+        cat.release([q.run_id for q in in_flight.values()])
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+    return summary

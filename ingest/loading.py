@@ -58,7 +58,18 @@ class LoadedModel:
         return self.task.endswith("classification")
 
     def predict(self, data: DatasetHandle, batch_size: int = 256) -> np.ndarray:
-        """The model's outputs on every row of ``data``."""
+        """The model's outputs on every row of ``data``; NaN or inf is a ModelError naming the model."""
+        return self._finite(self._predict(data, batch_size), f"{data.entity.source_uri}")
+
+    def _finite(self, out: np.ndarray, where: str) -> np.ndarray:
+        bad = ~np.isfinite(out)
+        if bad.any():
+            rows = int(bad.reshape(len(out), -1).any(axis=1).sum()) if out.ndim else 1
+            raise ModelError(f"model {self.handle.id} ({self.handle.path}) outputs NaN or inf on {rows} "
+                             f"of {len(out)} rows of {where}")
+        return out
+
+    def _predict(self, data: DatasetHandle, batch_size: int) -> np.ndarray:
         framework = self.handle.framework
         if framework in ("sklearn", "torch"):
             return self.predict_array(data.features(), batch_size)
@@ -72,9 +83,10 @@ class LoadedModel:
     def predict_array(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Outputs on a feature matrix (rows x features) of a scikit-learn or PyTorch model."""
         if self.handle.framework == "sklearn":
-            return self._predict_sklearn(x)
+            return self._finite(self._predict_sklearn(x), "a feature matrix")
         if self.handle.framework == "torch":
-            return self._predict_tensor(torch.as_tensor(x, dtype=torch.float32), batch_size)
+            return self._finite(self._predict_tensor(torch.as_tensor(x, dtype=torch.float32), batch_size),
+                                "a feature matrix")
         raise ModelError(f"model {self.handle.id[:19]}: a {self.handle.framework} model does not read feature rows")
 
     def _predict_sklearn(self, x: np.ndarray) -> np.ndarray:

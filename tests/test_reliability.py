@@ -1,0 +1,218 @@
+"""The reliability suite: kills, two runners on one queue, fuzzed manifests, tampered artifacts,
+broken models. Each case ends with `modelsci check` passing and nothing committed lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import catalogue
+from catalogue.cli import _USER_ERRORS
+from catalogue.integrity import check
+from ingest.architectures import MLP, save_torch_model
+from ingest.planner import submit
+from tests.conftest import MODELSCI, modelsci
+from tests.models import breast_cancer_skops, write_manifest
+
+KILLS = 8
+
+
+def findings_by_id(cat: catalogue.Catalogue) -> set[str]:
+    return {r["id"] for r in cat.sql("SELECT id FROM findings").to_pylist()}
+
+
+def test_sigkill_of_modelsci_run_at_random_points_loses_nothing(tmp_path: Path) -> None:
+    """Kill `modelsci run` at 8 seeded random moments (analysing or committing); resume each time."""
+    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
+        {"name": "evaluation.performance", "params": {"n_bootstrap": 300}, "seeds": list(range(12))}])
+    cat_dir = tmp_path / "cat"
+    modelsci("submit", str(manifest), catalogue_dir=cat_dir)
+    cat = catalogue.open(cat_dir)
+    rng = random.Random(7)
+    seen: set[str] = set()
+    interrupted = 0
+    for _ in range(KILLS):
+        proc = subprocess.Popen([MODELSCI, "--catalogue", str(cat_dir), "run"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 4.0))
+        if proc.poll() is None:
+            interrupted += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        report = check(cat)
+        assert report.ok, report.problems
+        now = findings_by_id(cat)
+        assert seen <= now, "a committed finding was lost"
+        seen = now
+    modelsci("run", catalogue_dir=cat_dir, timeout=300)
+    assert interrupted >= KILLS // 2, "the kills came too late to interrupt anything"
+    runs = cat.sql("SELECT seed, count(*) AS n, min(status) AS status FROM runs GROUP BY seed ORDER BY seed").to_pylist()
+    assert runs == [{"seed": s, "n": 1, "status": "succeeded"} for s in range(12)]
+    assert cat.sql("SELECT count(*) AS n FROM store.queue WHERE status != 'succeeded'").to_pylist() == [{"n": 0}]
+    assert seen <= findings_by_id(cat) and check(cat).ok
+
+
+COUNTING_PLUGIN = '''
+import os
+from pydantic import BaseModel, ConfigDict
+from analyses.base import AnalysisPlugin
+from schemas.entities import Pillar
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    log: str
+
+
+class Counting(AnalysisPlugin):
+    name = "testing.counting"
+    version = "1"
+    family = "testing"
+    pillar = Pillar.verify
+    description = "Appends its run id to a log file, so a test can count executions."
+    Params = Params
+
+    def run(self, ctx):
+        with open(ctx.params.log, "a") as log:
+            log.write(ctx.run.id + "\\n")
+        ctx.add_finding(kind="executed", value=1.0, statement="executed")
+'''
+
+
+def test_two_runners_on_one_queue_execute_every_run_once(tmp_path: Path) -> None:
+    site = tmp_path / "plugin"
+    (site / "counting-1.0.dist-info").mkdir(parents=True)
+    (site / "counting_plugin.py").write_text(COUNTING_PLUGIN)
+    (site / "counting-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: counting\nVersion: 1.0\n")
+    (site / "counting-1.0.dist-info" / "entry_points.txt").write_text(
+        "[modelsci.analyses]\ntesting.counting = counting_plugin:Counting\n")
+    env = {"PYTHONPATH": str(site)}
+    log = tmp_path / "executions.log"
+    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
+        {"name": "testing.counting", "params": {"log": str(log)}, "seeds": list(range(10))}])
+    cat_dir = tmp_path / "cat"
+    modelsci("submit", str(manifest), catalogue_dir=cat_dir, env=env)
+    runners = [subprocess.Popen([MODELSCI, "--catalogue", str(cat_dir), "run"], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for runner in runners:
+        assert runner.wait(timeout=300) == 0, runner.stderr.read()
+    executions = log.read_text().split()
+    assert len(executions) == 10 and len(set(executions)) == 10
+    cat = catalogue.open(cat_dir)
+    assert cat.sql("SELECT count(*) AS n FROM runs WHERE status = 'succeeded'").to_pylist() == [{"n": 10}]
+    assert check(cat).ok
+
+
+# -- fuzzed manifests -------------------------------------------------------------------------
+
+FUZZED = {"count": 0}
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.sampled_from(["sklearn://iris", "sklearn://nope", "hf://a/b",
+                                                           "/nonexistent", "evaluation.performance",
+                                                           "tabular-classification", "test", "train"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                      max_leaves=8)
+known_keys = st.sampled_from(["submitter", "model", "dataset", "analyses", "source", "task", "split", "columns",
+                              "limit", "name", "params", "seeds", "revision", "n_bootstrap", "label"])
+manifests = st.dictionaries(known_keys, values, max_size=5) | st.fixed_dictionaries({
+    "submitter": st.text(max_size=10),
+    "model": st.fixed_dictionaries({"source": st.sampled_from(["/nonexistent", "hf://x/y", ""]),
+                                    "task": st.sampled_from(["tabular-classification", "bogus"])}),
+    "dataset": st.fixed_dictionaries({"source": st.sampled_from(["sklearn://iris", "sklearn://nope", "x.csv"]),
+                                      "limit": st.integers(-3, 5), "columns": values}),
+    "analyses": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["evaluation.performance", "nope"]),
+                                                "params": values}), max_size=2),
+})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(document=manifests | st.text(max_size=60))
+def test_fuzzed_manifests_are_accepted_or_refused_clearly(tmp_path_factory: pytest.TempPathFactory, document: object) -> None:
+    FUZZED["count"] += 1
+    text = document if isinstance(document, str) else yaml.safe_dump(document, allow_unicode=True)
+    cat = catalogue.open(tmp_path_factory.getbasetemp() / "fuzz-cat")
+    try:
+        submit(cat, text)
+    except _USER_ERRORS as exc:
+        assert str(exc).strip(), "an error without a message"
+
+
+def test_fuzzer_tried_enough() -> None:
+    assert FUZZED["count"] >= 300
+
+
+# -- tampering and broken models --------------------------------------------------------------
+
+
+def test_an_artifact_changed_on_disk_is_named_by_check(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")),
+                              analyses=[{"name": "evaluation.performance", "params": {"n_bootstrap": 100}}])
+    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat")
+    path = cat.sql("SELECT path FROM artifacts LIMIT 1").to_pylist()[0]["path"]
+    data = bytearray((cat.root / path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (cat.root / path).write_bytes(bytes(data))
+    result = modelsci("check", catalogue_dir=tmp_path / "cat", check=False)
+    assert result.returncode == 1 and Path(path).name in result.stderr
+
+
+def _mlp_folder(folder: Path, weights: dict | None = None, args: dict | None = None) -> Path:
+    torch.manual_seed(0)
+    module = MLP(30, [8], 2)
+    if weights:
+        with torch.no_grad():
+            for name, value in weights.items():
+                module.state_dict()[name].fill_(value)
+    save_torch_model(module, "mlp", args or {"in_features": 30, "hidden": [8], "out_features": 2}, folder)
+    return folder
+
+
+def _run_one(tmp_path: Path, model: Path) -> tuple[subprocess.CompletedProcess[str], catalogue.Catalogue]:
+    manifest = write_manifest(tmp_path / "m.yaml", str(model), analyses=[{"name": "evaluation.performance"}])
+    result = modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", check=False)
+    return result, catalogue.open(tmp_path / "cat")
+
+
+def test_a_model_that_outputs_nan_fails_its_run_with_an_error_naming_it(tmp_path: Path) -> None:
+    folder = _mlp_folder(tmp_path / "nan", weights={"net.0.bias": float("nan")})
+    result, cat = _run_one(tmp_path, folder)
+    assert result.returncode == 1
+    run = cat.sql("SELECT model_id, error FROM runs").to_pylist()[0]
+    assert "outputs NaN or inf" in run["error"] and run["model_id"] in run["error"]
+    assert cat.sql("SELECT count(*) AS n FROM findings").to_pylist() == [{"n": 0}] and check(cat).ok
+
+
+def test_a_zero_byte_weights_file_is_refused_naming_it(tmp_path: Path) -> None:
+    folder = _mlp_folder(tmp_path / "empty")
+    (folder / "model.safetensors").write_bytes(b"")
+    result, cat = _run_one(tmp_path, folder)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model.safetensors" in result.stderr and "0 bytes" in result.stderr
+    assert cat.sql("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 0}]
+
+
+def test_a_config_whose_shapes_do_not_match_the_weights_fails_naming_the_model(tmp_path: Path) -> None:
+    folder = _mlp_folder(tmp_path / "shape", args={"in_features": 30, "hidden": [8], "out_features": 2})
+    config = json.loads((folder / "modelsci.json").read_text())
+    config["args"]["hidden"] = [16]
+    (folder / "modelsci.json").write_text(json.dumps(config))
+    result, cat = _run_one(tmp_path, folder)
+    assert result.returncode == 1
+    run = cat.sql("SELECT model_id, error FROM runs").to_pylist()[0]
+    assert "fails to load" in run["error"] and "size mismatch" in run["error"] and run["model_id"][:19] in run["error"]
+    assert check(cat).ok
+

@@ -348,14 +348,18 @@ def site_serve(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    large: Annotated[bool, typer.Option("--large", help="Add the larger settings meant for GPU machines.")] = False,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'modelsci[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="With --executor ray: join this cluster.")] = None,
+) -> None:
     """Build the catalogue of the embedded default (bundled models and data) and show it.
 
     Example: modelsci demo
     """
     from catalogue.demo import run_demo
 
-    run_demo(_open(), console)
+    run_demo(_open(), console, large=large, executor=executor, address=address)
 
 
 def main() -> None:

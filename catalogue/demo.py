@@ -32,8 +32,12 @@ EXAMPLE_QUERIES = [
 ]
 
 
-def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> None:
-    """Train the demo models, submit and run the demo manifests, export, and show answers."""
+def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR, *, large: bool = False,
+             executor: str = "local", address: str | None = None) -> None:
+    """Train the demo models, submit and run the demo manifests, export, and show answers.
+
+    ``large`` adds the settings meant for GPU machines (``examples/demo/large/``).
+    """
     from catalogue.progress import ProgressReporter
     from ingest.executor import run_queue
     from ingest.planner import read_manifest, submit
@@ -42,17 +46,18 @@ def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> Non
         raise FileNotFoundError(f"{demo_dir}: the demo's manifests are not here; run the demo from "
                                 "a modelsci checkout (`make demo`)")
     with console.status("training the demo models ..."):
-        trained = train_demo_models(demo_dir / "models")
+        trained = train_demo_models(demo_dir / "models", large=large)
         _offline_hub_cache(demo_dir / "models" / "hf-cache")
     if trained:
         console.print(f"trained {', '.join(trained)}", highlight=False)
-    for manifest in sorted(demo_dir.glob("*.yaml")):
+    manifests = sorted(demo_dir.glob("*.yaml")) + (sorted((demo_dir / "large").glob("*.yaml")) if large else [])
+    for manifest in manifests:
         with console.status(f"submitting {manifest.name} ..."):
             submission = submit(cat, read_manifest(manifest), base_dir=manifest.parent)
         console.print(f"submitted {manifest.name}: {len(submission.queued)} run(s) queued, "
                       f"{len(submission.already_planned)} already planned", highlight=False)
     with ProgressReporter(console) as reporter:
-        summary = run_queue(cat, reporter=reporter)
+        summary = run_queue(cat, executor=executor, address=address, reporter=reporter)
     console.print(f"{len(summary.succeeded)} run(s) succeeded, {len(summary.failed)} failed", highlight=False)
     with console.status("exporting ..."):
         export(cat, cat.root / "export")
@@ -70,10 +75,12 @@ def run_demo(cat: Catalogue, console: Console, demo_dir: Path = DEMO_DIR) -> Non
             console.print("  " + ", ".join(f"{k}={v}" for k, v in row.items()), highlight=False)
 
 
-def train_demo_models(folder: Path) -> list[str]:
+def train_demo_models(folder: Path, *, large: bool = False) -> list[str]:
     """Train each demo model that is not in ``folder`` yet (deterministic, seconds on a CPU)."""
     trainers = {"breast_cancer_logreg": _logreg, "wine_logreg": _wine_logreg, "breast_cancer_mlp": _mlp,
                 "digits_cnn": _cnn, "toy_mixture_1d": _toy_denoiser}
+    if large:
+        trainers["toy_grid_2d"] = _grid_denoiser
     trained = []
     for name, train in trainers.items():
         if not (folder / name).exists():
@@ -167,6 +174,14 @@ def _toy_denoiser(folder: Path) -> None:
 
     train_denoiser([[1.0], [2.0], [3.0]], 0.05, timesteps=1000, beta_start=0.001, beta_end=0.2,
                    steps=6000, seed=0, folder=folder)
+
+
+def _grid_denoiser(folder: Path) -> None:
+    """The larger setting: a 5x5 grid of 2D Gaussians (std 0.05), trained on the GPU when there is one."""
+    from analyses.hallucination.toy import grid_modes, train_denoiser
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_denoiser(grid_modes(5), 0.05, steps=20000, hidden=256, seed=0, folder=folder, device=device)
 
 
 def _cnn(folder: Path) -> None:

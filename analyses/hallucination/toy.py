@@ -35,7 +35,7 @@ def ground_truth(samples: np.ndarray, modes: np.ndarray, std: float) -> tuple[np
 
 def train_denoiser(modes: list[list[float]] | list[float], std: float, *, timesteps: int = 1000,
                    beta_start: float = 0.001, beta_end: float = 0.2, steps: int = 6000, batch: int = 2048,
-                   hidden: int = 128, seed: int = 0, folder: Path | None = None) -> DenoiserMLP:
+                   hidden: int = 128, seed: int = 0, folder: Path | None = None, device: str = "cpu") -> DenoiserMLP:
     """Train a noise predictor on a mixture of equal Gaussians at ``modes`` (saved to ``folder``)."""
     modes_arr = np.asarray(modes, dtype=np.float64).reshape(len(modes), -1)
     dim = modes_arr.shape[1]
@@ -43,7 +43,7 @@ def train_denoiser(modes: list[list[float]] | list[float], std: float, *, timest
     generator = torch.Generator().manual_seed(seed)
     schedule = Schedule.linear(timesteps, beta_start, beta_end)
     abar = torch.tensor(schedule.alphas_cumprod, dtype=torch.float32)
-    model = DenoiserMLP(dim=dim, hidden=hidden, timesteps=timesteps)
+    model = DenoiserMLP(dim=dim, hidden=hidden, timesteps=timesteps).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     centres = torch.tensor(modes_arr, dtype=torch.float32)
@@ -58,12 +58,12 @@ def train_denoiser(modes: list[list[float]] | list[float], std: float, *, timest
         noise = torch.randn(batch, dim, generator=generator)
         a = abar[t].reshape(-1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = torch.nn.functional.mse_loss(model(xt, t), noise)
+        loss = torch.nn.functional.mse_loss(model(xt.to(device), t.to(device)), noise.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
         lr.step()
-    model.eval()
+    model = model.cpu().eval()
     if folder is not None:
         args: dict[str, Any] = {"dim": dim, "hidden": hidden, "timesteps": timesteps}
         save_torch_model(model, "denoiser_mlp", args, folder, extra={

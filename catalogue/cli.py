@@ -242,7 +242,7 @@ def submit(
 def run_(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     jobs: Annotated[int, typer.Option(min=1, help="Runs executed at once, in worker processes.")] = 1,
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'modelsci[ray]').")] = "local",
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'modelsci\\[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(help="With --executor ray: join this cluster (else a local Ray).")] = None,
 ) -> None:
     """Execute the queued runs, landing each one's findings as it finishes.
@@ -350,7 +350,7 @@ def site_serve(
 @app.command()
 def demo(
     large: Annotated[bool, typer.Option("--large", help="Add the larger settings meant for GPU machines.")] = False,
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'modelsci[ray]').")] = "local",
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'modelsci\\[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(help="With --executor ray: join this cluster.")] = None,
 ) -> None:
     """Build the catalogue of the embedded default (bundled models and data) and show it.

@@ -16,6 +16,15 @@ from ingest.executor import QueueSummary, Reporter, execute, failed_bundle, land
 __all__ = ["run_queue_on_ray"]
 
 
+def _execute_with_threads(queued: QueuedRun, device: str, threads: int):  # noqa: ANN202 - a ResultBundle
+    """``execute`` with the driver's torch thread count: Ray gives each worker one thread, and a
+    different count changes the last bits of torch's reductions, and so the finding ids."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute(queued, device)
+
+
 def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, reporter: Reporter,
                      max_in_flight: int | None = None) -> QueueSummary:
     try:
@@ -28,7 +37,10 @@ def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, report
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, ignore_reinit_error=True)
     use_gpu = device.startswith("cuda") or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    remote = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=0)(execute)
+    remote = ray.remote(num_gpus=1 if use_gpu else 0, max_retries=0)(_execute_with_threads)
+    import torch
+
+    threads = torch.get_num_threads()
     capacity = max_in_flight or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     worker = worker_name()
     summary = QueueSummary()
@@ -38,7 +50,7 @@ def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, report
             while len(in_flight) < capacity and (queued := cat.claim(worker)) is not None:
                 reporter.started(queued)
                 run_device = "cuda" if use_gpu else ("cpu" if device == "auto" else device)
-                in_flight[remote.remote(queued, run_device)] = queued
+                in_flight[remote.remote(queued, run_device, threads)] = queued
             if not in_flight:
                 break
             done, _ = ray.wait(list(in_flight), num_returns=1)

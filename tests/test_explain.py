@@ -100,3 +100,43 @@ def test_closed_form_values_through_the_cli(tmp_path: Path) -> None:
                                  "AND analysis_name = 'interactions.shapley'").to_pylist()[0]["metrics"])
     assert metrics["value_full"] == pytest.approx(3.5) and metrics["value_empty"] == pytest.approx(1.0)
     assert metrics["exact"] is True and metrics["budget"] == 16 and metrics["r2"] == pytest.approx(1.0)
+
+
+def test_integrated_gradients_on_a_text_classifier_is_complete(tmp_path: Path) -> None:
+    import torch
+
+    from analyses.attribution.gradients import text_attributions
+    from analyses.games.maskers import TextClassifierMasker
+    from tests.models import tiny_bert_classifier
+
+    folder = tiny_bert_classifier(tmp_path / "bert")
+    model = load_model(resolve_model(ModelSpec(source=str(folder), task="text-classification")), "cpu")
+    masker = TextClassifierMasker(model, "a very good movie", mode="mask")
+    phi = text_attributions(masker, "integrated_gradients", 64, "mask")
+    assert len(phi) == masker.n_players == 4
+    ids = masker.encoding["input_ids"]
+    baseline = ids.clone()
+    baseline[0, masker.positions] = model.tokenizer.mask_token_id
+    with torch.no_grad():
+        def prob(x: torch.Tensor) -> float:
+            logits = model.model(input_ids=x, attention_mask=masker.encoding["attention_mask"]).logits
+            return torch.softmax(logits, -1)[0, masker.target].item()
+        gap = prob(ids) - prob(baseline)
+    assert abs(phi.sum() - gap) < 1e-3
+
+
+def test_captum_attributions_on_a_text_classifier_through_the_cli(tmp_path: Path) -> None:
+    from tests.models import tiny_bert_classifier
+
+    folder = tiny_bert_classifier(tmp_path / "bert")
+    (tmp_path / "reviews.csv").write_text("text,label\na very good movie,1\nnot a good movie,0\nbad movie,0\n")
+    manifest = write_manifest(tmp_path / "m.yaml", str(folder), task="text-classification",
+                              dataset={"source": str(tmp_path / "reviews.csv")},
+                              analyses=[{"name": n, "params": {"examples": 2, "text_mode": "mask"}} for n in (
+                                  "attribution.integrated_gradients", "attribution.gradient_x_input", "attribution.occlusion")])
+    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat")
+    rows = cat.sql("SELECT analysis_name, count(*) AS n FROM findings_current WHERE kind = 'attribution' "
+                   "GROUP BY ALL ORDER BY ALL").to_pylist()
+    assert [(r["analysis_name"], r["n"]) for r in rows] == [
+        ("attribution.gradient_x_input", 2), ("attribution.integrated_gradients", 2), ("attribution.occlusion", 2)]

@@ -21,7 +21,7 @@ from analyses.games.inputs import ExplainParams, games_for, image_shape
 from analyses.games.indices import reconstruction_r2
 from schemas.entities import Pillar
 
-__all__ = ["GradientXInput", "IntegratedGradients", "Occlusion", "captum_attributions"]
+__all__ = ["GradientXInput", "IntegratedGradients", "Occlusion", "captum_attributions", "text_attributions"]
 
 
 class GradientParams(ExplainParams):
@@ -70,13 +70,15 @@ class _CaptumAnalysis(AnalysisPlugin):
     family = "attribution"
     pillar = Pillar.explore
     Params = GradientParams
-    tasks = frozenset({"tabular-classification", "tabular-regression", "image-classification"})
-    frameworks = frozenset({"torch"})
+    tasks = frozenset({"tabular-classification", "tabular-regression", "image-classification", "text-classification"})
+    frameworks = frozenset({"torch", "transformers"})
     method: ClassVar[str]
     label: ClassVar[str]
 
     def run(self, ctx: RunContext) -> None:
         params: GradientParams = ctx.params  # type: ignore[assignment]
+        if ctx.model.handle.framework == "transformers":
+            return self._run_text(ctx, params)
         module = ctx.model.model
         x = ctx.dataset.features()
         shape = image_shape(ctx.model, params) if ctx.model.task == "image-classification" else None
@@ -106,6 +108,59 @@ class _CaptumAnalysis(AnalysisPlugin):
             games[example] = game
             ctx.progress(done + 1, params.examples)
         add_attribution_findings(ctx, self.label, results, games)
+
+
+    def _run_text(self, ctx: RunContext, params: GradientParams) -> None:
+        """Tokens as players: Captum's layer methods on the input embeddings, summed per token.
+
+        The baseline input replaces every player token by the mask token (``text_mode: mask``)
+        or the pad token; occlusion drops one token at a time through the same masker as the games.
+        """
+        rng = ctx.rng
+        results, games = [], {}
+        for done, (example, game) in enumerate(games_for(ctx.model, ctx.dataset, params, rng)):
+            masker: Any = game.masker
+            if self.method == "occlusion":
+                without = ~np.eye(game.n_players, dtype=bool)
+                phi = game.value_full - game(without)
+            else:
+                phi = text_attributions(masker, self.method, params.n_steps, params.text_mode)
+            interactions = {(): game.value_empty, **{(i,): float(v) for i, v in enumerate(phi)}}
+            results.append(ExampleAttribution(example, game.names, phi, game.value_full, game.value_empty,
+                                              0, False, reconstruction_r2(interactions, game, game.n_players, rng),
+                                              game.model_evaluations))
+            games[example] = game
+            ctx.progress(done + 1, params.examples)
+        add_attribution_findings(ctx, self.label, results, games)
+
+
+def text_attributions(masker: Any, method: str, n_steps: int, text_mode: str) -> np.ndarray:
+    """Per-player attributions of a text classifier by a Captum layer method on its embeddings."""
+    import captum.attr as ca
+
+    model = masker.model.model
+    tokenizer = masker.model.tokenizer
+    encoding = masker.encoding
+    target = masker.target
+
+    def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return torch.softmax(logits, -1)[:, target] if target is not None else logits[:, 0]
+
+    ids, mask = encoding["input_ids"], encoding["attention_mask"]
+    baseline = ids.clone()
+    fill = tokenizer.mask_token_id if text_mode == "mask" and tokenizer.mask_token_id is not None else tokenizer.pad_token_id
+    baseline[0, masker.positions] = fill
+    layer = model.get_input_embeddings()
+    if method == "integrated_gradients":
+        attr = ca.LayerIntegratedGradients(forward, layer).attribute(
+            ids, baselines=baseline, additional_forward_args=(mask,), n_steps=n_steps, method="gausslegendre")
+    elif method == "gradient_x_input":
+        attr = ca.LayerGradientXActivation(forward, layer).attribute(ids, additional_forward_args=(mask,))
+    else:
+        raise ValueError(f"unknown text method {method!r}")
+    per_token = attr.detach().double().sum(-1)[0].cpu().numpy()
+    return per_token[masker.positions]
 
 
 class IntegratedGradients(_CaptumAnalysis):

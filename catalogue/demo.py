@@ -81,6 +81,7 @@ def train_demo_models(folder: Path, *, large: bool = False) -> list[str]:
                 "digits_cnn": _cnn, "toy_mixture_1d": _toy_denoiser}
     if large:
         trainers["toy_grid_2d"] = _grid_denoiser
+        trainers["shapes_unet_64"] = _shapes_unet
     trained = []
     for name, train in trainers.items():
         if not (folder / name).exists():
@@ -182,6 +183,13 @@ def _grid_denoiser(folder: Path) -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     train_denoiser(grid_modes(5), 0.05, steps=20000, hidden=256, seed=0, folder=folder, device=device)
+
+
+def _shapes_unet(folder: Path) -> None:
+    """The larger setting: a UNet on 64x64 one-shape images (hours on a CPU; minutes on a GPU)."""
+    from analyses.hallucination.shapes import train_shapes_unet
+
+    train_shapes_unet(folder, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _cnn(folder: Path) -> None:

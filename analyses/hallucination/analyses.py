@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 from analyses.base import AnalysisPlugin, RunContext
 from analyses.hallucination.diffusion import DiffusionModel, diffusion_model, sample
 from analyses.hallucination.lid import lid_dsm, lid_flipd
+from analyses.hallucination.shapes import shapes_truth
 from analyses.hallucination.toy import ground_truth
 from analyses.stats import bootstrap_ci
 from schemas.entities import Pillar
@@ -65,6 +66,8 @@ def _threshold(scores: np.ndarray, truth: tuple[np.ndarray, np.ndarray] | None, 
 
 
 def _truth(model: DiffusionModel, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    if model.data.get("kind") == "shapes":
+        return shapes_truth(samples)
     if not model.data.get("modes"):
         return None
     return ground_truth(samples, np.asarray(model.data["modes"]), float(model.data["std"]))

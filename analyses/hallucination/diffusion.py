@@ -95,7 +95,9 @@ def diffusion_model(loaded: Any) -> DiffusionModel:
         betas = np.asarray(scheduler.betas.double().cpu().numpy(), dtype=np.float64)
         size = unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        return DiffusionModel(unet.eval(), Schedule(betas), (unet.config.in_channels, *size), loaded.device, {})
+        note = read_json(handle.path / CONFIG_NAME)  # modelsci's note on the training data, if any
+        return DiffusionModel(unet.eval(), Schedule(betas), (unet.config.in_channels, *size), loaded.device,
+                              note.get("data", {}))
     raise ValueError(f"a {handle.framework} model is not a diffusion model modelsci can sample")
 
 

@@ -46,12 +46,14 @@ def test_both_lid_estimators_recover_the_dimension_of_a_linear_manifold(ambient:
         assert abs(lid_flipd(model, x, t, 8, generator).mean() - dim) < 0.5
 
 
-def test_trajectory_variance_finds_mode_interpolations_on_the_1d_toy() -> None:
-    """Seeds 0 and 1 (about 30 s each on 2 cores): 5,000 samples from a denoiser trained in the test."""
+def test_trajectory_variance_finds_mode_interpolations_on_the_1d_toy(tmp_path: Path) -> None:
+    """Seeds 0 and 1 (about 30 s each on 2 cores): 5,000 samples from a denoiser trained in the test;
+    then the quench, through the CLI, on seed 0's denoiser."""
     modes = np.array([[1.0], [2.0], [3.0]])
     rates, aurocs, removed = [], [], []
     for seed in (0, 1):
-        denoiser = train_denoiser(modes.tolist(), 0.05, steps=6000, seed=seed)
+        denoiser = train_denoiser(modes.tolist(), 0.05, steps=6000, seed=seed,
+                                  folder=tmp_path / "toy" if seed == 0 else None)
         model = DiffusionModel(denoiser, Schedule.linear(1000, 0.001, 0.2), (1,), "cpu", {})
         samples, history = sample(model, 5000, torch.Generator().manual_seed(seed), keep_last=10)
         assert np.all(np.isfinite(samples)) and np.all(np.isfinite(history))
@@ -64,6 +66,15 @@ def test_trajectory_variance_finds_mode_interpolations_on_the_1d_toy() -> None:
     assert all(0.001 <= r <= 0.05 for r in rates), rates
     assert np.mean(aurocs) >= 0.9, aurocs
     assert np.mean(removed) >= 0.75, removed
+
+    manifest = write_manifest(tmp_path / "m.yaml", str(tmp_path / "toy"), task="unconditional-image-generation",
+                              dataset=False, analyses=[{"name": "hallucination.quench", "params": {"n_samples": 3000}}])
+    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
+    import json
+
+    figures = json.loads(catalogue.open(tmp_path / "cat").sql(
+        "SELECT metrics FROM findings_current WHERE kind = 'hallucination_rate_change'").to_pylist()[0]["metrics"])
+    assert figures["before"] > 0 and figures["after"] <= figures["before"] / 2, figures
 
 
 def test_a_diffusers_pipeline_runs_through_both_filters_from_a_manifest(tmp_path: Path) -> None:

@@ -70,3 +70,18 @@ def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(tmp_p
     assert stored["discrepancy"] == pytest.approx(metrics.discrepancy(reference_labels, wide))
     assert stored["obscurity"] == pytest.approx(metrics.obscurity(reference_labels, wide))
     assert check(cat).ok
+
+
+def test_treefarms_gives_an_exact_set_of_sparse_trees(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
+        {"name": "multiplicity.treefarms", "params": {"max_features": 6, "n_bootstrap": 100}}])
+    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
+    cat = catalogue.open(tmp_path / "cat")
+    rows = {r["kind"]: r for r in cat.sql("SELECT kind, value, exact FROM findings_current").to_pylist()}
+    assert rows["treefarms_set"]["value"] >= 2 and rows["treefarms_set"]["exact"] is True
+    path = cat.sql("SELECT a.path FROM artifacts a JOIN findings_current f ON f.id = a.finding_id "
+                   "WHERE f.kind = 'ambiguity' AND a.name = 'predictions'").to_pylist()[0]["path"]
+    long = pq.read_table(cat.root / path).to_pandas()
+    wide = long.pivot(index="member", columns="example", values="prediction").to_numpy()
+    reference = long[long.member == 0].sort_values("example")["reference"].to_numpy()
+    assert rows["ambiguity"]["value"] == pytest.approx(metrics.ambiguity(reference, wide))

@@ -138,7 +138,7 @@ def weights_identity(path: Path, framework: str) -> tuple[str, int]:
     if framework == "sklearn":
         file = skops_file(path)
         try:
-            return skops_hash(file), 0
+            return skops_hash(file), skops_parameter_count(file)
         except ValueError as exc:
             raise ModelError(str(exc)) from None
     count = 0
@@ -191,6 +191,24 @@ def skops_file(path: Path) -> Path:
     if len(files) != 1:
         raise ModelError(f"{path}: expected one .skops file, found {len(files)}")
     return files[0]
+
+
+def skops_parameter_count(file: Path) -> int:
+    """Numbers in a skops file's numeric arrays (object arrays, which would need pickle, are skipped)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    count = 0
+    with zipfile.ZipFile(file) as archive:
+        for name in archive.namelist():
+            if name.endswith(".npy"):
+                try:
+                    count += int(np.load(io.BytesIO(archive.read(name)), allow_pickle=False).size)
+                except ValueError:
+                    continue
+    return count
 
 
 def _pickle_refusal(files: list[Path]) -> str:

@@ -83,6 +83,8 @@ def test_skops_model_same_weights_saved_twice_in_two_places_is_one_instance(tmp_
     hb = resolve_model(ModelSpec(source=str(b / "model.skops"), task="tabular-classification"))
     assert ha.id == hb.id
     assert (ha.framework, ha.instance.architecture) == ("sklearn", "Pipeline")
+    # scaler mean, var, scale (30 each) + n_samples_seen, coef (30), intercept, classes (2), n_iter
+    assert ha.instance.parameter_count >= 4 * 30 + 1
     assert (hb.instance.base_model, hb.instance.tags) == ("org/base", ["tabular"])
 
 

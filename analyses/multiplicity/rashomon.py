@@ -20,6 +20,7 @@ import torch
 from sklearn.base import clone
 from sklearn.metrics import log_loss
 
+from ingest.models import skops_parameter_count
 from schemas.entities import ModelInstance
 from schemas.identity import skops_hash, tensor_hash_of_arrays
 
@@ -138,7 +139,7 @@ def member_instance(model: Any, reference: ModelInstance, index: int) -> ModelIn
             path = Path(tmp) / "member.skops"
             sio.dump(model, path)
             model_id = skops_hash(path)
-        count = 0
+            count = skops_parameter_count(path)
     return ModelInstance(
         id=model_id, source_uri=f"modelsci-rashomon://{reference.id.removeprefix('sha256:')[:16]}/{index}",
         family=reference.family, architecture=reference.architecture, task=reference.task,

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from catalogue import plots
+from catalogue.schema import TABLES
 from catalogue.store import Catalogue
 from catalogue.transfer import export
 
@@ -58,21 +59,10 @@ class Site:
         self.cat = cat
         tables = {name: cat.query(f"SELECT * FROM {name}").to_pylist() for name in
                   ("models", "datasets", "analyses", "runs", "findings", "finding_links", "artifacts", "commits")}
-        for row in tables["findings"]:
-            row["metrics"] = json.loads(row["metrics"] or "{}")
-        for name in ("models",):
-            for row in tables[name]:
-                row["tags"] = json.loads(row["tags"] or "[]")
-                row["card"] = json.loads(row["card"] or "{}")
-        for row in tables["runs"]:
-            row["environment"] = json.loads(row["environment"] or "{}")
-            row["params"] = json.loads(row["params"] or "{}")
-        for row in tables["datasets"]:
-            row["features"] = json.loads(row["features"] or "{}")
-        for row in tables["analyses"]:
-            row["params_schema"] = json.loads(row["params_schema"] or "{}")
-        for row in tables["finding_links"]:
-            row["evidence"] = json.loads(row["evidence"] or "{}")
+        for name, rows in tables.items():  # JSON columns arrive as text; the schema says which they are
+            for column in TABLES[name].json_columns:
+                for row in rows:
+                    row[column] = json.loads(row[column]) if row[column] is not None else None
         self.tables = tables
         self.models = {m["id"]: m for m in tables["models"]}
         self.datasets = {d["id"]: d for d in tables["datasets"]}

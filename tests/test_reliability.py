@@ -23,7 +23,7 @@ from catalogue.integrity import check
 from ingest.architectures import MLP, save_torch_model
 from ingest.planner import submit
 from tests.conftest import MODELSCI, modelsci
-from tests.models import breast_cancer_skops, write_manifest
+from tests.models import breast_cancer_skops, installed_plugin, write_manifest
 
 KILLS = 8
 
@@ -91,13 +91,7 @@ class Counting(AnalysisPlugin):
 
 
 def test_two_runners_on_one_queue_execute_every_run_once(tmp_path: Path) -> None:
-    site = tmp_path / "plugin"
-    (site / "counting-1.0.dist-info").mkdir(parents=True)
-    (site / "counting_plugin.py").write_text(COUNTING_PLUGIN)
-    (site / "counting-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: counting\nVersion: 1.0\n")
-    (site / "counting-1.0.dist-info" / "entry_points.txt").write_text(
-        "[modelsci.analyses]\ntesting.counting = counting_plugin:Counting\n")
-    env = {"PYTHONPATH": str(site)}
+    env = installed_plugin(tmp_path / "plugin", "counting_plugin", COUNTING_PLUGIN, "testing.counting", "Counting")
     log = tmp_path / "executions.log"
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
         {"name": "testing.counting", "params": {"log": str(log)}, "seeds": list(range(10))}])

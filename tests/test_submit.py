@@ -21,7 +21,7 @@ from ingest.loading import load_model
 from ingest.models import resolve_model
 from schemas.manifest import ModelSpec
 from tests.conftest import MODELSCI, modelsci
-from tests.models import breast_cancer_skops, hf_cache_with_minilm, sentence_pairs, tiny_bert_classifier, write_manifest
+from tests.models import breast_cancer_skops, installed_plugin, hf_cache_with_minilm, sentence_pairs, tiny_bert_classifier, write_manifest
 
 PLUGIN = '''
 import os
@@ -60,14 +60,7 @@ class Flaky(AnalysisPlugin):
 @pytest.fixture
 def plugin_path(tmp_path: Path) -> dict[str, str]:
     """A third-party analysis registered through an entry point, as an installed package would be."""
-    site = tmp_path / "plugin_site"
-    (site / "flaky_plugin.py").parent.mkdir(parents=True)
-    (site / "flaky_plugin.py").write_text(PLUGIN)
-    dist = site / "flaky_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: flaky-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[modelsci.analyses]\ntesting.flaky = flaky_plugin:Flaky\n")
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return installed_plugin(tmp_path / "plugin_site", "flaky_plugin", PLUGIN, "testing.flaky", "Flaky")
 
 
 def db_hash(cat_dir: Path) -> bytes:

@@ -18,7 +18,6 @@ from pydantic import Field
 from analyses.attribution.report import ExampleAttribution, add_attribution_findings
 from analyses.base import AnalysisPlugin, RunContext
 from analyses.games.inputs import ExplainParams, games_for, image_shape
-from analyses.games.indices import reconstruction_r2
 from schemas.entities import Pillar
 
 __all__ = ["GradientXInput", "IntegratedGradients", "Occlusion", "captum_attributions", "text_attributions"]
@@ -101,10 +100,7 @@ class _CaptumAnalysis(AnalysisPlugin):
                 phi = cells.astype(np.float64) @ pixels
             else:
                 phi = pixels
-            interactions = {(): game.value_empty, **{(i,): float(v) for i, v in enumerate(phi)}}
-            results.append(ExampleAttribution(example, game.names, phi, game.value_full, game.value_empty,
-                                              0, False, reconstruction_r2(interactions, game, game.n_players, rng),
-                                              game.model_evaluations))
+            results.append(ExampleAttribution.of(example, game, phi, rng))
             games[example] = game
             ctx.progress(done + 1, params.examples)
         add_attribution_findings(ctx, self.label, results, games)
@@ -125,10 +121,7 @@ class _CaptumAnalysis(AnalysisPlugin):
                 phi = game.value_full - game(without)
             else:
                 phi = text_attributions(masker, self.method, params.n_steps, params.text_mode)
-            interactions = {(): game.value_empty, **{(i,): float(v) for i, v in enumerate(phi)}}
-            results.append(ExampleAttribution(example, game.names, phi, game.value_full, game.value_empty,
-                                              0, False, reconstruction_r2(interactions, game, game.n_players, rng),
-                                              game.model_evaluations))
+            results.append(ExampleAttribution.of(example, game, phi, rng))
             games[example] = game
             ctx.progress(done + 1, params.examples)
         add_attribution_findings(ctx, self.label, results, games)

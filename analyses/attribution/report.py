@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from analyses.base import RunContext
 from analyses.games.evaluator import GameEvaluator
+from analyses.games.indices import reconstruction_r2
 from analyses.stats import bootstrap_ci
 
 __all__ = ["ExampleAttribution", "add_attribution_findings", "faithfulness_curves"]
@@ -33,6 +34,14 @@ class ExampleAttribution:
     exact: bool
     r2: float | None
     model_evaluations: int
+
+    @classmethod
+    def of(cls, example: int, game: GameEvaluator, phi: np.ndarray, rng: np.random.Generator, *,
+           budget: int = 0, exact: bool = False) -> ExampleAttribution:
+        """An example's attributions, judged by how well v(empty) + sum of phi reproduces the game."""
+        additive = {(): game.value_empty, **{(i,): float(v) for i, v in enumerate(phi)}}
+        return cls(example, game.names, np.asarray(phi, dtype=np.float64), game.value_full, game.value_empty,
+                   budget, exact, reconstruction_r2(additive, game, game.n_players, rng), game.model_evaluations)
 
 
 def faithfulness_curves(game: GameEvaluator, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

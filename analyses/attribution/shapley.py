@@ -11,7 +11,7 @@ import numpy as np
 
 from analyses.attribution.report import ExampleAttribution, add_attribution_findings
 from analyses.base import AnalysisPlugin, RunContext
-from analyses.games.indices import _approximator, reconstruction_r2, shapley_interactions
+from analyses.games.indices import _approximator, shapley_interactions
 from analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
 from schemas.entities import Pillar
 
@@ -43,11 +43,8 @@ class ShapleyValues(AnalysisPlugin):
             else:
                 iv = shapley_interactions(game, n, "SV", 1, params.budget, ctx.seed)
                 interactions, budget, exact = iv.values, iv.budget, iv.exact
-            interactions[()] = game.value_empty
-            phi = [interactions.get((i,), 0.0) for i in range(n)]
-            results.append(ExampleAttribution(
-                example, game.names, np.array(phi), game.value_full, game.value_empty, budget, exact,
-                reconstruction_r2(interactions, game, n, rng), game.model_evaluations))
+            phi = np.array([interactions.get((i,), 0.0) for i in range(n)])
+            results.append(ExampleAttribution.of(example, game, phi, rng, budget=budget, exact=exact))
             games[example] = game
             ctx.progress(done + 1, params.examples)
         add_attribution_findings(ctx, "KernelSHAP" if self.sampled else "Shapley values", results, games)

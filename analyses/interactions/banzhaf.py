@@ -57,8 +57,6 @@ class WeightedBanzhaf(AnalysisPlugin):
             sample = (product_sampler(masker.n_a, masker.n_players - masker.n_a, params.p)
                       if isinstance(masker, PairEncoderMasker) else None)
             iv = weighted_banzhaf(game, game.n_players, params.p, params.budget, ctx.seed, sample=sample)
-            result = example_interactions(game, iv, rng)
-            result.example = example
-            results.append(result)
+            results.append(example_interactions(example, game, iv, rng))
             ctx.progress(done + 1, params.examples)
         add_interaction_findings(ctx, f"weighted Banzhaf (p={params.p})", results)

@@ -40,10 +40,11 @@ def interaction_table(example: int, names: list[str], values: dict[tuple[int, ..
     })
 
 
-def example_interactions(game: GameEvaluator, interactions: Interactions, rng: np.random.Generator) -> ExampleInteractions:
+def example_interactions(example: int, game: GameEvaluator, interactions: Interactions,
+                         rng: np.random.Generator) -> ExampleInteractions:
     values = dict(interactions.values)
     values.setdefault((), game.value_empty)
-    return ExampleInteractions(0, game, interactions, reconstruction_r2(values, game, game.n_players, rng))
+    return ExampleInteractions(example, game, interactions, reconstruction_r2(values, game, game.n_players, rng))
 
 
 def add_interaction_findings(ctx: RunContext, label: str, results: list[ExampleInteractions]) -> None:

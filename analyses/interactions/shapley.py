@@ -40,8 +40,6 @@ class ShapleyInteractions(AnalysisPlugin):
         results = []
         for done, (example, game) in enumerate(games_for(ctx.model, ctx.dataset, params, rng)):
             iv = shapley_interactions(game, game.n_players, params.index, params.order, params.budget, ctx.seed)
-            result = example_interactions(game, iv, rng)
-            result.example = example
-            results.append(result)
+            results.append(example_interactions(example, game, iv, rng))
             ctx.progress(done + 1, params.examples)
         add_interaction_findings(ctx, f"{params.index} (order {params.order})", results)

@@ -65,6 +65,13 @@ def _set_for(ctx: RunContext, params: RashomonParams, x_train: np.ndarray, y_tra
     return members, info
 
 
+def _splits(ctx: RunContext) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train features and labels, test features and labels, and every class either split holds."""
+    x_train, y_train = training_split(ctx.dataset)
+    x_test, y_test = ctx.dataset.features(), ctx.dataset.labels()
+    return x_train, y_train, x_test, y_test, np.unique(np.concatenate([y_train, y_test]))
+
+
 def multiplicity_metrics(reference_scores: np.ndarray, member_scores: np.ndarray, y: np.ndarray,
                          classes: np.ndarray, rng: np.random.Generator, n_bootstrap: int):  # noqa: ANN201
     """Each metric's value and CI, the per-point table and the long-form predictions."""
@@ -114,9 +121,7 @@ class RashomonSet(AnalysisPlugin):
 
     def run(self, ctx: RunContext) -> None:
         params: RashomonParams = ctx.params  # type: ignore[assignment]
-        x_train, y_train = training_split(ctx.dataset)
-        x_test, y_test = ctx.dataset.features(), ctx.dataset.labels()
-        classes = np.unique(np.concatenate([y_train, y_test]))
+        x_train, y_train, x_test, y_test, classes = _splits(ctx)
         reference = ctx.model.model
         members, info = _set_for(ctx, params, x_train, y_train, reference, x_test, y_test, classes)
         ctx.progress(1, 3)
@@ -233,9 +238,7 @@ class Preprocessing(AnalysisPlugin):
 
     def run(self, ctx: RunContext) -> None:
         params: PreprocessingParams = ctx.params  # type: ignore[assignment]
-        x_train, y_train = training_split(ctx.dataset)
-        x_test, y_test = ctx.dataset.features(), ctx.dataset.labels()
-        classes = np.unique(np.concatenate([y_train, y_test]))
+        x_train, y_train, x_test, y_test, classes = _splits(ctx)
         from sklearn.base import clone
 
         results = {}
@@ -328,9 +331,7 @@ class TreeFarms(AnalysisPlugin):
         from treefarms import TREEFARMS
 
         params: TreeFarmsParams = ctx.params  # type: ignore[assignment]
-        x_train, y_train = training_split(ctx.dataset)
-        x_test, y_test = ctx.dataset.features(), ctx.dataset.labels()
-        classes = np.unique(np.concatenate([y_train, y_test]))
+        x_train, y_train, x_test, y_test, classes = _splits(ctx)
         if len(classes) != 2:
             raise ValueError(f"TreeFARMS sets need binary labels; this dataset has {len(classes)} classes")
         names = ctx.dataset.feature_names

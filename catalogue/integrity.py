@@ -39,6 +39,8 @@ _CONSISTENCY = [
             UNION ALL SELECT commit_id FROM artifacts)
         WHERE commit_id NOT IN (SELECT id FROM commits)"""),
     ("commit sequence has a gap", "SELECT max(seq) FROM commits HAVING max(seq) <> count(*)"),
+    ("finding whose key_bits do not match its key (version lookups would miss it)", """
+        SELECT id FROM store.findings WHERE key_bits IS DISTINCT FROM TRY_CAST('0x' || key_id[8:22] AS BIGINT)"""),
 ]
 
 

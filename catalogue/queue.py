@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-__all__ = ["QUEUE_DDL", "QueuedRun", "claim", "enqueue", "ensure_queue", "release", "worker_name"]
+__all__ = ["QUEUE_DDL", "QueuedRun", "claim", "enqueue", "release", "worker_name"]
 
 QUEUE_DDL = """CREATE TABLE IF NOT EXISTS store.queue (
     run_id VARCHAR PRIMARY KEY, run_key VARCHAR NOT NULL, attempt BIGINT NOT NULL,
@@ -55,11 +55,6 @@ class QueuedRun:
             if isinstance(values.get(key), str):
                 values[key] = json.loads(values[key])
         return cls(**values)
-
-
-def ensure_queue(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the queue table in a catalogue made before it existed."""
-    con.execute(QUEUE_DDL)
 
 
 def enqueue(con: duckdb.DuckDBPyConnection, runs: list[QueuedRun]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Rows live in the schema ``store`` and are never deleted or rewritten: each carries the
 sequence number of the commit that added it (``commit_seq``), and a finding also records the
-commit that superseded it (``superseded_seq``). The public names (``models``, ``findings``,
+commit that superseded it (``superseded_seq``) and 60 bits of its key as a number
+(``key_bits``) for the version lookup of every commit. The public names (``models``, ``findings``,
 ``findings_current``, ...) are views over ``store`` that a reader queries; the same view
 definitions, cut off at a commit's sequence number, answer ``--as-of`` queries.
 """
@@ -21,7 +22,7 @@ from catalogue.queue import QUEUE_DDL
 from schemas.entities import ENTITIES
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views",
-           "set_by_catalogue"]
+           "key_bits", "set_by_catalogue", "upgrade_store"]
 
 SCHEMA_VERSION = 1
 
@@ -72,7 +73,7 @@ class TableSpec:
             return []
         extra = ["commit_seq BIGINT NOT NULL"]
         if self.name == "findings":
-            extra.append("superseded_seq BIGINT")
+            extra += ["superseded_seq BIGINT", "key_bits BIGINT"]
         return extra
 
 
@@ -108,6 +109,26 @@ VIEWS: dict[str, str] = {
 def set_by_catalogue(table: str) -> set[str]:
     """Columns the catalogue fills in when it commits; a bundle leaves them empty."""
     return {"commit_id", "version"} if table == "findings" else {"commit_id"}
+
+
+def key_bits(key_id: str) -> int:
+    """Hex digits 1-15 of a finding key's sha256 as a number: what commits join versions on.
+
+    In SQL: ``('0x' || key_id[8:22])::BIGINT``.
+    """
+    return int(key_id[7:22], 16)
+
+
+def upgrade_store(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a catalogue made by an earlier modelsci up to date: the queue, the findings' key_bits."""
+    con.execute(QUEUE_DDL)
+    has_bits = con.execute("SELECT count(*) FROM duckdb_columns() WHERE schema_name = 'store' "
+                           "AND table_name = 'findings' AND column_name = 'key_bits'").fetchone()[0]
+    if not has_bits:
+        con.execute("BEGIN")
+        con.execute("ALTER TABLE store.findings ADD COLUMN key_bits BIGINT")
+        con.execute("UPDATE store.findings SET key_bits = ('0x' || key_id[8:22])::BIGINT")
+        con.execute("COMMIT")
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:

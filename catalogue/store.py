@@ -18,10 +18,10 @@ import duckdb
 import pyarrow as pa
 
 from catalogue.connection import connect, lock_timeout
-from catalogue.landing import CommitInfo, land, write_artifacts
-from catalogue.queue import QueuedRun, claim, enqueue, ensure_queue, release
+from catalogue.landing import CommitInfo, bundle_tables, land, write_artifacts
+from catalogue.queue import QueuedRun, claim, enqueue, release
 from catalogue.readonly import check_read_only, lock_down
-from catalogue.schema import create_schema, create_views
+from catalogue.schema import create_schema, create_views, upgrade_store
 from schemas.bundle import ResultBundle
 from schemas.entities import Commit
 
@@ -50,6 +50,8 @@ class Catalogue:
         self.artifacts_dir = self.root / "artifacts"
         self.write_timeout = write_timeout if write_timeout is not None else lock_timeout(120.0)
         self.read_timeout = read_timeout if read_timeout is not None else lock_timeout(60.0)
+        self._held: duckdb.DuckDBPyConnection | None = None  # the connection ``writing`` holds
+        self._upgraded = False
         if not self.db_path.exists():
             self._create()
 
@@ -85,9 +87,26 @@ class Catalogue:
         """Land ``bundle`` whole or not at all; returns the commit, or None if nothing was new."""
         info = CommitInfo(author=author or _default_author(), message=message, id=commit_id,
                           created_at=created_at)
+        tables = bundle_tables(bundle)  # checked and converted before the lock is taken
         write_artifacts(self.artifacts_dir, bundle.artifacts)
         with self._writer() as con:
-            return land(con, bundle, info)
+            return land(con, tables, info)
+
+    @contextmanager
+    def writing(self) -> Iterator[Catalogue]:
+        """Hold the write lock across several commits (an import, a bulk load).
+
+        Each commit is still its own transaction; readers wait (bounded) until the block ends.
+        """
+        if self._held is not None:
+            yield self
+            return
+        with self._writer() as con:
+            self._held = con
+            try:
+                yield self
+            finally:
+                self._held = None
 
     def enqueue(self, runs: list[QueuedRun]) -> list[str]:
         """Queue planned runs (those not queued already); returns the ids added."""
@@ -115,9 +134,14 @@ class Catalogue:
 
     @contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._held is not None:
+            yield self._held
+            return
         con = connect(self.db_path, read_only=False, timeout=self.write_timeout)
         try:
-            ensure_queue(con)
+            if not self._upgraded:
+                upgrade_store(con)
+                self._upgraded = True
             yield con
         finally:
             con.close()
@@ -127,6 +151,8 @@ class Catalogue:
     @contextmanager
     def reader(self, as_of: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-only connection, its views cut off at commit ``as_of`` if given."""
+        if self._held is not None:
+            raise RuntimeError("this catalogue is held for writing (inside `writing()`); read after the block ends")
         con = connect(self.db_path, read_only=True, timeout=self.read_timeout)
         try:
             if as_of is not None:

@@ -80,11 +80,12 @@ def import_export(cat: Catalogue, src: str | Path) -> ImportReport:
     tables = _read_verified(src)
     report = ImportReport()
     rows_by_commit = {name: _group_by_commit(tables[name]) for name in EXPORTED if name != "commits"}
-    for commit in sorted(tables["commits"].to_pylist(), key=lambda c: c["seq"]):
-        bundle = _bundle_of(src, commit["id"], rows_by_commit)
-        landed = cat.commit(bundle, author=commit["author"], message=commit["message"],
-                            commit_id=commit["id"], created_at=commit["created_at"])
-        (report.landed if landed else report.already_present).append(commit["id"])
+    with cat.writing():  # one lock for the whole import; each commit still lands whole or not at all
+        for commit in sorted(tables["commits"].to_pylist(), key=lambda c: c["seq"]):
+            bundle = _bundle_of(src, commit["id"], rows_by_commit)
+            landed = cat.commit(bundle, author=commit["author"], message=commit["message"],
+                                commit_id=commit["id"], created_at=commit["created_at"])
+            (report.landed if landed else report.already_present).append(commit["id"])
     return report
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,8 @@ class ResultBundle:
     findings: list[Finding] = field(default_factory=list)
     links: list[FindingLink] = field(default_factory=list)
     artifacts: list[BundleArtifact] = field(default_factory=list)
+    # finding id -> the key fields add_finding hashed, so that landing need not hash them again
+    _hashed_keys: dict[str, tuple[Any, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def add_finding(
         self,
@@ -128,6 +131,7 @@ class ResultBundle:
             exact=exact, metrics=metrics or {},
         )
         self.findings.append(finding)
+        self._hashed_keys[finding.id] = _key_fields(finding)
         for name, data in files.items():
             rows = artifacts[name].num_rows  # type: ignore[index]
             self.artifacts.append(BundleArtifact(finding.id, name, data, rows))
@@ -137,3 +141,20 @@ class ResultBundle:
         """Append another bundle's contents (to land several runs in one commit)."""
         for name in ("models", "datasets", "analyses", "runs", "findings", "links", "artifacts"):
             getattr(self, name).extend(getattr(other, name))
+        self._hashed_keys.update(other._hashed_keys)
+
+    def key_unchanged(self, finding: Finding) -> bool:
+        """Whether ``finding`` was made by ``add_finding`` and its key fields are as it hashed them."""
+        fields = _key_fields(finding)
+        return fields is not None and self._hashed_keys.get(fields[0]) == fields
+
+
+_KEY_FIELDS = operator.itemgetter("id", "key_id", "model_id", "dataset_id", "analysis_name", "params_hash",
+                                  "kind", "subject")
+
+
+def _key_fields(finding: Finding) -> tuple[Any, ...] | None:
+    try:
+        return _KEY_FIELDS(finding.__dict__)  # SQLModel keeps values here; skips attribute instrumentation
+    except KeyError:
+        return None

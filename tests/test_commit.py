@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -204,3 +205,39 @@ def test_links_the_bundle_gives_land_beside_the_derived_ones(cat) -> None:
     cat.commit(other)
     [link] = cat.sql("SELECT relation, evidence FROM finding_links").to_pylist()
     assert link["relation"] == "extends" and json.loads(link["evidence"]) == {"why": "per-class view"}
+
+
+def test_a_writing_block_lands_each_commit_whole_and_on_its_own(cat) -> None:
+    with cat.writing():
+        first = cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
+        with pytest.raises(catalogue.BundleError, match="names model"):
+            cat.commit(bundle_with_missing_model())
+        second = cat.commit(accuracy_bundle(0.93, (0.89, 0.97), seed=1))
+        with pytest.raises(RuntimeError, match="held for writing"):
+            cat.sql("SELECT 1")
+    assert (first.seq, second.seq) == (1, 2)
+    rows = cat.sql("""SELECT f.version, l.relation FROM findings f LEFT JOIN finding_links l
+                      ON l.src_id = f.id AND l.relation <> 'supersedes' ORDER BY f.version""").to_pylist()
+    assert rows == [{"version": 1, "relation": None}, {"version": 2, "relation": "replicates"}]
+    assert cat.sql("SELECT count(*) AS n FROM findings", as_of=first.id).to_pylist() == [{"n": 1}]
+    assert check(cat).ok
+
+
+def test_a_catalogue_made_before_key_bits_is_upgraded_and_check_guards_them(tmp_path) -> None:
+    old = catalogue.open(tmp_path / "old")
+    old.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
+    con = duckdb.connect(str(old.db_path))
+    con.execute("ALTER TABLE store.findings DROP COLUMN key_bits")
+    con.close()
+
+    cat = catalogue.open(tmp_path / "old")
+    cat.commit(accuracy_bundle(0.20, (0.15, 0.25), seed=1))  # finds version 1 through the filled-in bits
+    assert [(r["version"], r["judgment"]) for r in cat.history(cat.sql(
+        "SELECT key_id FROM findings LIMIT 1").column("key_id")[0].as_py()).to_pylist()] == [
+        (1, None), (2, "contradicts")]
+    assert check(cat).ok
+
+    con = duckdb.connect(str(cat.db_path))
+    con.execute("UPDATE store.findings SET key_bits = key_bits + 1 WHERE version = 1")
+    con.close()
+    assert any("key_bits do not match its key" in p for p in check(cat).problems)

@@ -14,7 +14,7 @@ import pytest
 
 import catalogue
 from catalogue.integrity import check
-from tests.conftest import REPO, accuracy_bundle, modelsci
+from tests.conftest import MODELSCI, REPO, accuracy_bundle, modelsci
 
 BIG_FINDINGS = 30_000
 
@@ -177,3 +177,19 @@ def test_interrupted_artifact_write_leaves_no_partial_file(tmp_path: Path, monke
     assert findings_count(cat) == 0 and check(cat).ok
     assert cat.commit(bundle) is not None  # the disk has room again: the same bundle lands
     assert check(cat).ok and check(cat).artifacts_checked == 1
+
+
+def test_a_reader_waits_for_a_writing_block_and_sees_every_commit_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "cat"
+    cat = catalogue.open(path)
+    with cat.writing():
+        cat.commit(accuracy_bundle(0.5, None, seed=0))
+        reader = subprocess.Popen(
+            [MODELSCI, "--catalogue", str(path), "sql", "SELECT count(*) AS n FROM commits", "--format", "csv"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        assert reader.poll() is None, "the reader should wait while the block holds the lock"
+        cat.commit(accuracy_bundle(0.6, None, seed=1))
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert out.split() == ["n", "2"] and "waiting for the catalogue lock" in err

@@ -1,9 +1,14 @@
 """Catalogue benchmarks: commit throughput and current-findings lookups, against raw DuckDB.
 
-1. Commit 100,000 findings in bundles of 1,000 through ``Catalogue.commit`` and, in the same
-   run, insert the same rows as Arrow tables into a same-schema DuckDB table, one transaction
-   per bundle (the raw peer), and again opening the file per bundle as the catalogue must.
-   Reports findings/s for each and the ratios (target >= 0.5 against the raw peer).
+1. Commit 100,000 findings in bundles of 1,000 through ``Catalogue.commit``, twice: with the
+   lock taken per commit (how ``modelsci run`` lands runs, so that readers get in between) and
+   inside one ``Catalogue.writing()`` block (how ``modelsci import`` lands an export). In the
+   same run, insert the same findings rows as Arrow tables into a same-schema DuckDB table, one
+   transaction per bundle, on a held connection (the raw peer of the writing block) and opening
+   the file per bundle (the raw peer of the per-commit lock). Also the floor under any commit:
+   the rows it must add (the findings, their run, the commit) inserted into the catalogue's own
+   tables with no reads or checks. Reports findings/s and the ratios (target >= 0.5 against the
+   raw peer), and the part of a commit spent turning the bundle into checked Arrow tables.
 2. On 1,000,000 findings (1,000 models x 1,000 keys, a tenth of them with a second version),
    ``findings_current`` for one model through the API against the same query on a raw DuckDB
    connection. Reports medians and the ratio (target <= 1.2).
@@ -21,10 +26,11 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 import catalogue
 from catalogue.landing import bundle_tables
-from catalogue.schema import TABLES
+from catalogue.schema import TABLES, key_bits
 from schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
 
 
@@ -48,47 +54,90 @@ def make_bundles(n_findings: int, per_bundle: int) -> list[ResultBundle]:
 
 def bench_commit(n_findings: int, per_bundle: int, workdir: Path) -> dict[str, float]:
     bundles = make_bundles(n_findings, per_bundle)
-    cat = catalogue.open(workdir / "commit-bench")
+    to_tables_s = []
+    for bundle in bundles[:20]:
+        start = time.perf_counter()
+        bundle_tables(bundle)
+        to_tables_s.append(time.perf_counter() - start)
+
+    per_commit = catalogue.open(workdir / "per-commit")
     start = time.perf_counter()
     for bundle in bundles:
-        cat.commit(bundle)
-    api_s = time.perf_counter() - start
+        per_commit.commit(bundle)
+    per_commit_s = time.perf_counter() - start
 
-    # The raw peer: the same findings rows as Arrow, inserted one bundle per transaction.
-    arrow = [bundle_tables(b)["findings"] for b in bundles]
-    con = duckdb.connect(str(workdir / "raw.duckdb"))
-    cols = ", ".join(f'"{c.name}" {c.sql_type}' for c in TABLES["findings"].columns)
-    con.execute(f"CREATE TABLE findings ({cols}, PRIMARY KEY (id))")
+    held = catalogue.open(workdir / "held")
     start = time.perf_counter()
-    for table in arrow:
+    with held.writing():
+        for bundle in bundles:
+            held.commit(bundle)
+    held_s = time.perf_counter() - start
+
+    # The raw peers: the same findings rows as Arrow, inserted one bundle per transaction.
+    arrow = [bundle_tables(b)["findings"] for b in bundles]
+    cols = ", ".join(f'"{c.name}" {c.sql_type}' for c in TABLES["findings"].columns)
+
+    def raw_insert(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         con.execute("BEGIN")
         con.register("batch", table)
         con.execute("INSERT INTO findings SELECT * FROM batch")
         con.unregister("batch")
         con.execute("COMMIT")
+
+    con = duckdb.connect(str(workdir / "raw.duckdb"))
+    con.execute(f"CREATE TABLE findings ({cols}, PRIMARY KEY (id))")
+    start = time.perf_counter()
+    for table in arrow:
+        raw_insert(con, table)
     raw_s = time.perf_counter() - start
     con.close()
 
-    # The same raw insert, opening and closing the file per bundle as the catalogue must so
-    # that readers can get in between commits: the floor under this locking discipline.
     con = duckdb.connect(str(workdir / "raw-reopen.duckdb"))
     con.execute(f"CREATE TABLE findings ({cols}, PRIMARY KEY (id))")
     con.close()
     start = time.perf_counter()
     for table in arrow:
         con = duckdb.connect(str(workdir / "raw-reopen.duckdb"))
-        con.execute("BEGIN")
-        con.register("batch", table)
-        con.execute("INSERT INTO findings SELECT * FROM batch")
-        con.unregister("batch")
-        con.execute("COMMIT")
+        raw_insert(con, table)
         con.close()
     raw_reopen_s = time.perf_counter() - start
-    assert cat.sql("SELECT count(*) AS n FROM findings").column("n")[0].as_py() == n_findings
-    return {"findings": n_findings, "bundle": per_bundle, "api_findings_per_s": n_findings / api_s,
-            "raw_findings_per_s": n_findings / raw_s, "ratio_api_over_raw": raw_s / api_s,
+
+    # The floor of any commit: the rows it must add (findings, their run, the commit) inserted
+    # into the catalogue's own tables on a held connection, with no reads, checks or versions.
+    floor = catalogue.open(workdir / "floor")
+    con = duckdb.connect(str(floor.db_path))
+    tables = [bundle_tables(b) for b in bundles]
+    start = time.perf_counter()
+    for seq, t in enumerate(tables, start=1):
+        findings = t["findings"].append_column(
+            "key_bits", pa.array([key_bits(k) for k in t["findings"].column("key_id").to_pylist()], pa.int64()))
+        con.execute("BEGIN")
+        for name, table in (("findings", findings), ("runs", t["runs"])):
+            names = ", ".join(f'"{c}"' for c in table.column_names if c != "commit_id")
+            con.register("batch", table)
+            con.execute(f"INSERT INTO store.{name} ({names}, commit_id, commit_seq) "
+                        f"SELECT {names}, 'sha256:{seq:064d}', {seq} FROM batch")
+            con.unregister("batch")
+        con.execute("INSERT INTO store.commits VALUES (?, ?, NULL, now()::TIMESTAMP, 'bench', '', 0, 0, 0, 1, ?, 0, 0)",
+                    [f"sha256:{seq:064d}", seq, findings.num_rows])
+        con.execute("COMMIT")
+    floor_s = time.perf_counter() - start
+    con.close()
+    for cat in (per_commit, held, floor):
+        assert cat.sql("SELECT count(*) AS n FROM findings").column("n")[0].as_py() == n_findings
+    return {"findings": n_findings, "bundle": per_bundle,
+            "writing_block_findings_per_s": n_findings / held_s,
+            "raw_findings_per_s": n_findings / raw_s,
+            "ratio_writing_block_over_raw": raw_s / held_s,
+            "per_commit_lock_findings_per_s": n_findings / per_commit_s,
             "raw_reopen_findings_per_s": n_findings / raw_reopen_s,
-            "ratio_api_over_raw_reopen": raw_reopen_s / api_s}
+            "ratio_per_commit_lock_over_raw_reopen": raw_reopen_s / per_commit_s,
+            "ratio_per_commit_lock_over_raw": raw_s / per_commit_s,
+            "floor_findings_per_s": n_findings / floor_s,
+            "ratio_floor_over_raw": raw_s / floor_s,
+            "ms_per_bundle_to_checked_arrow": statistics.median(to_tables_s) * 1e3,
+            "ms_per_bundle_writing_block": held_s / len(bundles) * 1e3,
+            "ms_per_bundle_raw": raw_s / len(bundles) * 1e3}
 
 
 def build_big(path: Path, n: int) -> str:
@@ -105,11 +154,11 @@ def build_big(path: Path, n: int) -> str:
         FROM range({models}) t(i)""")
     # a tenth of the keys have two versions: version 1 superseded, version 2 current
     con.execute(f"""INSERT INTO store.findings
-        SELECT 'sha256:f' || m || '-' || k || '-' || v AS id, 'sha256:k' || m || '-' || k AS key_id,
+        SELECT 'sha256:f' || m || '-' || k || '-' || v AS id, 'sha256:' || sha256(m || '-' || k) AS key_id,
                'sha256:m' || lpad(m::VARCHAR, 6, '0') AS model_id, NULL, 'bench.importance@1',
                'bench.importance', 'sha256:p', 'importance', 'feature ' || k, 'run', 'bench',
                random(), NULL, NULL, 100, NULL, false, '{{}}', v AS version, 'sha256:c1', 1,
-               CASE WHEN v = 1 AND k % 10 = 0 THEN 1 END AS superseded_seq
+               CASE WHEN v = 1 AND k % 10 = 0 THEN 1 END AS superseded_seq, ('0x' || key_id[8:22])::BIGINT AS key_bits
         FROM range({models}) a(m), range({per_model}) b(k), range(1, 3) c(v)
         WHERE v = 1 OR k % 10 = 0
         LIMIT {n}""")
@@ -118,7 +167,7 @@ def build_big(path: Path, n: int) -> str:
     return "sha256:m000500"
 
 
-def bench_current(n: int, workdir: Path, repeats: int = 15) -> dict[str, float]:
+def bench_current(n: int, workdir: Path, repeats: int = 31) -> dict[str, float]:
     model = build_big(workdir / "big", n)
     cat = catalogue.open(workdir / "big")
     total = cat.sql("SELECT count(*) AS n FROM findings").column("n")[0].as_py()

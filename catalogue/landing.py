@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,7 +77,7 @@ def _fsync_dir(path: Path) -> None:
 
 def land(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo) -> Commit | None:
     """Add a bundle's rows (``bundle_tables``) in one transaction; ``None`` when nothing is new."""
-    registered: list[str] = []
+    registered: dict[str, pa.Table] = {}
     con.execute("BEGIN TRANSACTION")
     try:
         commit = _land_rows(con, tables, info, registered)
@@ -144,10 +145,7 @@ def _check_finding_keys(bundle: ResultBundle) -> None:
 
 def _to_arrow(spec: TableSpec, rows: list[Any]) -> pa.Table:
     schema = spec.arrow_schema()
-    # SQLModel rows keep their values in __dict__; reading it skips SQLAlchemy's attribute
-    # instrumentation, which cost a third of the conversion.
-    states = [row.__dict__ for row in rows]
-    columns = {c.name: _column(spec, c, rows, states) for c in spec.columns}
+    columns = {c.name: _column(spec, c, rows, values) for c, values in zip(spec.columns, _transpose(spec, rows))}
     try:
         table = pa.Table.from_pydict(columns, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -177,8 +175,20 @@ def _value(row: Any, name: str) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
-def _column(spec: TableSpec, col: ColumnSpec, rows: list[Any], states: list[dict[str, Any]]) -> list[Any]:
-    values = [state.get(col.name) for state in states]
+def _transpose(spec: TableSpec, rows: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows' values column by column, in the spec's column order."""
+    if not rows:
+        return [()] * len(spec.columns)
+    # SQLModel rows keep their values in __dict__; reading it skips SQLAlchemy's attribute
+    # instrumentation, and itemgetter reads a whole row in one call.
+    row_values = operator.itemgetter(*spec.column_names)
+    try:
+        return list(zip(*(row_values(row.__dict__) for row in rows)))
+    except KeyError:  # a row made without some field: read it field by field
+        return [tuple(row.__dict__.get(name) for row in rows) for name in spec.column_names]
+
+
+def _column(spec: TableSpec, col: ColumnSpec, rows: list[Any], values: tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
     if col.choices:
         return [v.value if isinstance(v, Enum) else v for v in values]
     if col.name not in spec.json_columns:
@@ -240,22 +250,24 @@ class _StoredVersion:
 
 
 def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo,
-               registered: list[str]) -> Commit | None:
+               registered: dict[str, pa.Table]) -> Commit | None:
     """Stage the bundle against what the store holds, in Python, then insert only what is new.
 
-    Staging reads the store a few times (the last commit, the versions of the bundle's finding
-    keys, which of its ids are held) and writes once per table with new rows: few statements,
-    since each costs DuckDB about a millisecond.
+    Staging reads the store in one query (``_probe``), and a second one only when some of the
+    bundle's finding keys have versions already; then it writes once per table with new rows.
+    Few statements, since each costs DuckDB about a millisecond.
     """
-    if info.id is not None and _one(con, "SELECT 1 FROM store.commits WHERE id = ?", [info.id]):
-        return None  # an import of a commit we already hold
-    last = _one(con, "SELECT seq, id FROM store.commits ORDER BY seq DESC LIMIT 1")
-    seq, parent = (last[0] + 1, last[1]) if last else (1, None)
-
     tables = {name: _first_of_each(table, _identity(name)) for name, table in tables.items()}
+    tables["findings"] = _with_key_bits(tables["findings"])
+    _register(con, "landing_findings", tables["findings"], registered)
     own = {name: _distinct(table, "id") for name, table in tables.items() if name != "finding_links"}
-    versions = _stored_versions(con, tables["findings"])
-    held = _held_ids(con, tables, own, versions)
+    store = _probe(con, tables, own, info.id)
+    if store.has_commit:
+        return None  # an import of a commit we already hold
+    seq, parent = (store.head[0] + 1, store.head[1]) if store.head else (1, None)
+    versions = _stored_versions(con, tables["findings"], store.key_hits)
+    held = store.ids
+    held["findings"].update((v.id, None) for vs in versions.values() for v in vs)
     _check_references(tables, own, held)
 
     new = {name: _without(tables[name], held[name]) for name in ("models", "datasets", "analyses", "runs", "artifacts")}
@@ -292,20 +304,11 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
         n_findings=new["findings"].num_rows, n_links=new["finding_links"].num_rows,
         n_artifacts=new["artifacts"].num_rows,
     )
-    cols = _cols("commits")
-    con.execute(f"INSERT INTO store.commits ({cols}) VALUES ({', '.join('?' * len(TABLES['commits'].columns))})",
-                [getattr(commit, c) for c in TABLES["commits"].column_names])
+    names = TABLES["commits"].column_names
+    columns = ", ".join(f'"{c}"' for c in names)
+    con.execute(f"INSERT INTO store.commits ({columns}) VALUES ({', '.join('?' * len(names))})",
+                [getattr(commit, c) for c in names])
     return commit
-
-
-def _one(con: duckdb.DuckDBPyConnection, query: str, params: list[Any] | None = None) -> Any:
-    """First row or None; fetches everything, since DuckDB refuses new work on an unfinished result."""
-    rows = con.execute(query, params or []).fetchall()
-    return rows[0] if rows else None
-
-
-def _cols(table: str, skip: set[str] = frozenset()) -> str:  # type: ignore[assignment]
-    return ", ".join(f'"{c}"' for c in TABLES[table].column_names if c not in skip)
 
 
 def _identity(table: str) -> tuple[str, ...]:
@@ -333,30 +336,80 @@ def _without(table: pa.Table, ids: set[str] | dict[str, Any]) -> pa.Table:
     return table.filter(pc.invert(pc.is_in(table.column("id"), pa.array(list(ids), pa.string()))))
 
 
-def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, registered: list[str]) -> None:
-    con.register(name, table)
-    registered.append(name)
+def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, registered: dict[str, pa.Table]) -> None:
+    """Make ``table`` queryable as ``name`` for this landing (unless it is already)."""
+    if registered.get(name) is not table:
+        con.register(name, table)
+        registered[name] = table
 
 
-def _stored_versions(con: duckdb.DuckDBPyConnection, findings: pa.Table) -> dict[str, list[_StoredVersion]]:
-    """Every stored version of the bundle's finding keys, by key.
+def _with_key_bits(findings: pa.Table) -> pa.Table:
+    """Findings with their ``key_bits``, numbered version 1 until staging finds earlier versions."""
+    bits = pa.array([key_bits(k) for k in findings.column("key_id").to_pylist()], pa.int64())
+    ones = pa.array([1] * findings.num_rows, pa.int64())
+    findings = findings.set_column(findings.schema.get_field_index("version"), "version", ones)
+    return findings.append_column("key_bits", bits).append_column(
+        "previous_id", pa.nulls(findings.num_rows, pa.string()))
 
-    First the keys that have versions, found on ``key_bits`` (60 bits of the key as a BIGINT)
-    alone: a scan that reads no strings, six times faster than joining on the 71-character keys.
-    Then, for those keys only (none, for new findings), the versions themselves.
-    """
-    keys = _distinct(findings, "key_id")
-    if not keys:
-        return {}
-    con.register("landing_keys", pa.table({"key_bits": pa.array([key_bits(k) for k in keys], pa.int64())}))
-    try:
-        hits = [bits for (bits,) in con.execute(
-            "SELECT DISTINCT key_bits FROM store.findings WHERE key_bits IN (SELECT key_bits FROM landing_keys)"
-        ).fetchall()]
-    finally:
-        con.unregister("landing_keys")
+
+@dataclass(frozen=True)
+class _Probe:
+    """What staging needs to know of the store, read in one query."""
+
+    head: tuple[int, str] | None  # (seq, id) of the latest commit
+    has_commit: bool  # the commit being imported is there already
+    ids: dict[str, dict[str, Any]]  # table -> the held ids among those wanted -> tolerance (analyses) or None
+    key_hits: list[int]  # key_bits of the bundle's findings that have versions
+
+
+def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dict[str, set[str]],
+           commit_id: str | None) -> _Probe:
+    """Read, in one query, the latest commit, which of the ids the bundle carries or refers to
+    the store holds (and, under ``queue``, which of its runs are queued), and which of its
+    finding keys have versions, found on ``key_bits`` alone: a scan that reads no strings,
+    six times faster than a join on the 71-character keys."""
+    wanted = {name: set(own[name]) for name in ("models", "datasets", "analyses", "runs", "artifacts")}
+    wanted["findings"] = set()  # a held finding of the bundle shows up with its key's versions
+    for table, column, target in _REFERENCES:
+        if tables[table].num_rows:
+            wanted[target] |= _distinct(tables[table], column) - (own[target] if target == "findings" else set())
+    wanted["queue"] = own["runs"]
+    parts = ["(SELECT 'head' AS kind, id, seq AS number, NULL::DOUBLE AS tolerance FROM store.commits "
+             "ORDER BY seq DESC LIMIT 1)"]
+    params: list[Any] = []
+    if commit_id is not None:
+        parts.append("SELECT 'commit', id, seq, NULL FROM store.commits WHERE id = ?")
+        params.append(commit_id)
+    for name, ids in wanted.items():
+        if ids:
+            column = "run_id" if name == "queue" else "id"
+            tolerance = "tolerance" if name == "analyses" else "NULL"
+            parts.append(f"SELECT '{name}', {column}, NULL, {tolerance} FROM store.{name} "
+                         f"WHERE {column} IN ({', '.join('?' * len(ids))})")
+            params += sorted(ids)
+    if tables["findings"].num_rows:
+        parts.append("SELECT DISTINCT 'key_bits', NULL, key_bits, NULL FROM store.findings "
+                     "WHERE key_bits IN (SELECT key_bits FROM landing_findings)")
+    head, has_commit, hits = None, False, []
+    held: dict[str, dict[str, Any]] = {name: {} for name in wanted}
+    for kind, row_id, number, tolerance in con.execute(" UNION ALL ".join(parts), params).fetchall():
+        if kind == "head":
+            head = (number, row_id)
+        elif kind == "commit":
+            has_commit = True
+        elif kind == "key_bits":
+            hits.append(number)
+        else:
+            held[kind][row_id] = tolerance
+    return _Probe(head, has_commit, held, hits)
+
+
+def _stored_versions(con: duckdb.DuckDBPyConnection, findings: pa.Table,
+                     hits: list[int]) -> dict[str, list[_StoredVersion]]:
+    """Every stored version of the bundle's finding keys whose ``key_bits`` the probe found, by key."""
     if not hits:
         return {}
+    keys = _distinct(findings, "key_id")
     rows = con.execute("SELECT key_id, id, version, run_id, value, ci_low, ci_high, superseded_seq IS NULL "
                        "FROM store.findings WHERE key_bits IN (SELECT unnest(?::BIGINT[]))", [hits]).fetchall()
     versions: dict[str, list[_StoredVersion]] = {}
@@ -364,37 +417,6 @@ def _stored_versions(con: duckdb.DuckDBPyConnection, findings: pa.Table) -> dict
         if key in keys:  # not merely a key that shares the bits
             versions.setdefault(key, []).append(_StoredVersion(*fields))
     return versions
-
-
-def _held_ids(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dict[str, set[str]],
-              versions: dict[str, list[_StoredVersion]]) -> dict[str, dict[str, Any]]:
-    """The ids, among those the bundle carries or refers to, that the store already holds
-    (under ``queue``: the bundle's runs that are queued).
-
-    Maps each id to the analysis' tolerance for ``analyses``, to None elsewhere. A finding's id
-    hashes its key, so the bundle's own findings that are held came back with their key's versions.
-    """
-    wanted = {name: set(own[name]) for name in ("models", "datasets", "analyses", "runs", "artifacts")}
-    wanted["findings"] = set()
-    for table, column, target in _REFERENCES:
-        if tables[table].num_rows:
-            wanted[target] |= _distinct(tables[table], column) - (own[target] if target == "findings" else set())
-    wanted["queue"] = own["runs"]
-    held: dict[str, dict[str, Any]] = {name: {} for name in wanted}
-    held["findings"] = {v.id: None for vs in versions.values() for v in vs}
-    wanted["findings"] -= held["findings"].keys()
-    parts, params = [], []
-    for name, ids in wanted.items():
-        if ids:
-            extra = "tolerance" if name == "analyses" else "NULL::DOUBLE"
-            column = "run_id" if name == "queue" else "id"
-            parts.append(f"SELECT '{name}', {column}, {extra} FROM store.{name} "
-                         f"WHERE {column} IN ({', '.join('?' * len(ids))})")
-            params += sorted(ids)
-    if parts:
-        for name, row_id, extra in con.execute(" UNION ALL ".join(parts), params).fetchall():
-            held[name][row_id] = extra
-    return held
 
 
 def _check_references(tables: dict[str, pa.Table], own: dict[str, set[str]],
@@ -415,6 +437,8 @@ def _version_findings(tables: dict[str, pa.Table], versions: dict[str, list[_Sto
     judge them against it: ``supersedes`` always, ``replicates`` or ``contradicts`` when the
     new version came from another run."""
     findings = tables["findings"]
+    if not versions:
+        return findings, []
     held = {v.id for vs in versions.values() for v in vs}
     keep = [i for i, f in enumerate(findings.column("id").to_pylist()) if f not in held]
     if len(keep) < findings.num_rows:
@@ -423,8 +447,7 @@ def _version_findings(tables: dict[str, pa.Table], versions: dict[str, list[_Sto
                          tables["analyses"].column("tolerance").to_pylist()))
     tolerance.update(held_analyses)
     numbers, previous, links = [], [], []
-    for f in (findings.select(["id", "key_id", "analysis_id", "run_id", "value", "ci_low", "ci_high"])
-              .to_pylist() if versions else []):
+    for f in findings.select(["id", "key_id", "analysis_id", "run_id", "value", "ci_low", "ci_high"]).to_pylist():
         current = next((v for v in versions.get(f["key_id"], []) if v.current), None)
         numbers.append(current.version + 1 if current else 1)
         previous.append(current.id if current else None)
@@ -434,12 +457,9 @@ def _version_findings(tables: dict[str, pa.Table], versions: dict[str, list[_Sto
                       canonical_json({"previous_version": current.version, "version": current.version + 1})))
         if f["run_id"] != current.run_id and f["value"] is not None and current.value is not None:
             links.append(_judgment(f, current, tolerance.get(f["analysis_id"])))
-    if not versions:
-        numbers, previous = [1] * findings.num_rows, [None] * findings.num_rows
     findings = findings.set_column(findings.schema.get_field_index("version"), "version", pa.array(numbers, pa.int64()))
-    findings = findings.append_column("key_bits", pa.array([key_bits(k) for k in findings.column("key_id").to_pylist()],
-                                                           pa.int64()))
-    return findings.append_column("previous_id", pa.array(previous, pa.string())), links
+    return findings.set_column(findings.schema.get_field_index("previous_id"), "previous_id",
+                               pa.array(previous, pa.string())), links
 
 
 def _judgment(new: dict[str, Any], old: _StoredVersion, tolerance: float | None) -> tuple[str, str, str, str]:
@@ -485,7 +505,7 @@ def _digest_ids(name: str, table: pa.Table) -> list[str]:
 
 
 def _insert(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, commit_id: str, seq: int,
-            registered: list[str]) -> None:
+            registered: dict[str, pa.Table]) -> None:
     """Insert the new rows of one table, stamped with the commit."""
     if not table.num_rows:
         return

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 
 import catalogue
 from catalogue.integrity import check
-from ingest.loading import load_model
+from ingest.loading import load_model, resolve_device
 from ingest.models import resolve_model
 from schemas.manifest import ModelSpec
 from tests.conftest import MODELSCI, modelsci
@@ -88,7 +88,8 @@ def test_evaluation_performance_equals_sklearn_accuracy_on_the_same_split(tmp_pa
     assert by_kind["accuracy"]["ci_low"] <= expected <= by_kind["accuracy"]["ci_high"]
     run = cat.sql("SELECT * FROM runs").to_pylist()[0]
     env = json.loads(run["environment"])
-    assert run["status"] == "succeeded" and run["device"] == "cpu" and run["wall_s"] > 0
+    # the default device is auto: CUDA where there is one, recorded with the GPU's name
+    assert run["status"] == "succeeded" and run["device"].split()[0] == resolve_device() and run["wall_s"] > 0
     assert run["peak_memory_bytes"] > 0
     assert {"torch", "scikit-learn", "transformers", "captum", "shapiq", "diffusers", "modelsci"} <= set(env["packages"])
     assert env["python"] and "modelsci_commit" in env

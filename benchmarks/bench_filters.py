@@ -51,11 +51,12 @@ def measure(model: DiffusionModel, n: int, keep_last: int = 10) -> dict[str, flo
 
 
 def main() -> None:
-    results = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = {"device": device, "threads": torch.get_num_threads()}
     start = time.perf_counter()
     denoiser = train_denoiser([[1.0], [2.0], [3.0]], 0.05, steps=6000, seed=0)
     results["toy_training_s"] = time.perf_counter() - start
-    toy = DiffusionModel(denoiser, Schedule.linear(1000, 0.001, 0.2), (1,), "cpu", {})
+    toy = DiffusionModel(denoiser.to(device), Schedule.linear(1000, 0.001, 0.2), (1,), device, {})
     results["toy_1d"] = measure(toy, 5000)
     samples, _ = sample(toy, 5000, torch.Generator().manual_seed(1), keep_last=1)
     results["toy_1d"]["true_hallucination_rate"] = float(ground_truth(samples, np.array([[1.0], [2.0], [3.0]]), 0.05)[1].mean())
@@ -65,8 +66,8 @@ def main() -> None:
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
                        block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4).eval()
-    results["tiny_unet"] = measure(DiffusionModel(unet, Schedule.linear(40, 1e-4, 0.02), (1, 8, 8), "cpu", {}), 200)
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4).eval().to(device)
+    results["tiny_unet"] = measure(DiffusionModel(unet, Schedule.linear(40, 1e-4, 0.02), (1, 8, 8), device, {}), 200)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "filters.json").write_text(json.dumps(results, indent=2))

@@ -384,9 +384,9 @@ def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dic
         if ids:
             column = "run_id" if name == "queue" else "id"
             tolerance = "tolerance" if name == "analyses" else "NULL"
-            parts.append(f"SELECT '{name}', {column}, NULL, {tolerance} FROM store.{name} "
-                         f"WHERE {column} IN ({', '.join('?' * len(ids))})")
-            params += sorted(ids)
+            condition, values = _in(column, ids)
+            parts.append(f"SELECT '{name}', {column}, NULL, {tolerance} FROM store.{name} WHERE {condition}")
+            params += values
     if tables["findings"].num_rows:
         parts.append("SELECT DISTINCT 'key_bits', NULL, key_bits, NULL FROM store.findings "
                      "WHERE key_bits IN (SELECT key_bits FROM landing_findings)")
@@ -402,6 +402,14 @@ def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dic
         else:
             held[kind][row_id] = tolerance
     return _Probe(head, has_commit, held, hits)
+
+
+def _in(column: str, ids: set[str]) -> tuple[str, list[Any]]:
+    """``column IN (...)`` and its parameters: a placeholder per id for a few (DuckDB then filters
+    the scan itself), one list parameter for many (a constant list of 1,000 took 6x longer)."""
+    if len(ids) <= 32:
+        return f"{column} IN ({', '.join('?' * len(ids))})", sorted(ids)
+    return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [sorted(ids)]
 
 
 def _stored_versions(con: duckdb.DuckDBPyConnection, findings: pa.Table,

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 import catalogue
 from catalogue.landing import bundle_tables
-from catalogue.schema import TABLES, key_bits
+from catalogue.schema import KEY_BITS_SQL, TABLES, key_bits
 from schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
 
 
@@ -158,7 +158,7 @@ def build_big(path: Path, n: int) -> str:
                'sha256:m' || lpad(m::VARCHAR, 6, '0') AS model_id, NULL, 'bench.importance@1',
                'bench.importance', 'sha256:p', 'importance', 'feature ' || k, 'run', 'bench',
                random(), NULL, NULL, 100, NULL, false, '{{}}', v AS version, 'sha256:c1', 1,
-               CASE WHEN v = 1 AND k % 10 = 0 THEN 1 END AS superseded_seq, ('0x' || key_id[8:22])::BIGINT AS key_bits
+               CASE WHEN v = 1 AND k % 10 = 0 THEN 1 END AS superseded_seq, {KEY_BITS_SQL} AS key_bits
         FROM range({models}) a(m), range({per_model}) b(k), range(1, 3) c(v)
         WHERE v = 1 OR k % 10 = 0
         LIMIT {n}""")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from catalogue.schema import KEY_BITS_SQL
 from catalogue.store import Catalogue
 from schemas.identity import sha256_file
 
@@ -39,8 +40,8 @@ _CONSISTENCY = [
             UNION ALL SELECT commit_id FROM artifacts)
         WHERE commit_id NOT IN (SELECT id FROM commits)"""),
     ("commit sequence has a gap", "SELECT max(seq) FROM commits HAVING max(seq) <> count(*)"),
-    ("finding whose key_bits do not match its key (version lookups would miss it)", """
-        SELECT id FROM store.findings WHERE key_bits IS DISTINCT FROM TRY_CAST('0x' || key_id[8:22] AS BIGINT)"""),
+    ("finding whose key_bits do not match its key (version lookups would miss it)",
+     f"SELECT id FROM store.findings WHERE key_bits IS DISTINCT FROM {KEY_BITS_SQL}"),
 ]
 
 

@@ -258,7 +258,7 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
     Few statements, since each costs DuckDB about a millisecond.
     """
     tables = {name: _first_of_each(table, _identity(name)) for name, table in tables.items()}
-    tables["findings"] = _with_key_bits(tables["findings"])
+    tables["findings"] = _as_first_versions(tables["findings"])
     _register(con, "landing_findings", tables["findings"], registered)
     own = {name: _distinct(table, "id") for name, table in tables.items() if name != "finding_links"}
     store = _probe(con, tables, own, info.id)
@@ -343,8 +343,9 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, regist
         registered[name] = table
 
 
-def _with_key_bits(findings: pa.Table) -> pa.Table:
-    """Findings with their ``key_bits``, numbered version 1 until staging finds earlier versions."""
+def _as_first_versions(findings: pa.Table) -> pa.Table:
+    """Findings as they land when their keys are new: with ``key_bits``, version 1, no previous
+    version (``_version_findings`` renumbers those whose keys have versions)."""
     bits = pa.array([key_bits(k) for k in findings.column("key_id").to_pylist()], pa.int64())
     ones = pa.array([1] * findings.num_rows, pa.int64())
     findings = findings.set_column(findings.schema.get_field_index("version"), "version", ones)
@@ -494,9 +495,9 @@ def _new_links(con: duckdb.DuckDBPyConnection, bundle_links: pa.Table,
     """The judgments and the bundle's own links, less those the store holds; one of each."""
     rows = list(judged)
     if bundle_links.num_rows:
-        stored = set(con.execute(
-            "SELECT src_id, dst_id, relation FROM store.finding_links WHERE src_id IN (SELECT unnest(?::VARCHAR[]))",
-            [sorted(_distinct(bundle_links, "src_id"))]).fetchall())
+        condition, values = _in("src_id", _distinct(bundle_links, "src_id"))
+        stored = set(con.execute(f"SELECT src_id, dst_id, relation FROM store.finding_links WHERE {condition}",
+                                 values).fetchall())
         for link in bundle_links.select(["src_id", "dst_id", "relation", "evidence"]).to_pylist():
             if (link["src_id"], link["dst_id"], link["relation"]) not in stored:
                 rows.append(tuple(link.values()))

@@ -21,7 +21,7 @@ from sqlmodel import SQLModel
 from catalogue.queue import QUEUE_DDL
 from schemas.entities import ENTITIES
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views",
+__all__ = ["KEY_BITS_SQL", "SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views",
            "key_bits", "set_by_catalogue", "upgrade_store"]
 
 SCHEMA_VERSION = 1
@@ -112,11 +112,12 @@ def set_by_catalogue(table: str) -> set[str]:
 
 
 def key_bits(key_id: str) -> int:
-    """Hex digits 1-15 of a finding key's sha256 as a number: what commits join versions on.
-
-    In SQL: ``('0x' || key_id[8:22])::BIGINT``.
-    """
+    """Hex digits 1-15 of a finding key's sha256 as a number: what commits join versions on."""
     return int(key_id[7:22], 16)
+
+
+KEY_BITS_SQL = "TRY_CAST('0x' || key_id[8:22] AS BIGINT)"
+"""``key_bits`` in SQL, over a findings row's ``key_id``."""
 
 
 def upgrade_store(con: duckdb.DuckDBPyConnection) -> None:
@@ -127,7 +128,7 @@ def upgrade_store(con: duckdb.DuckDBPyConnection) -> None:
     if not has_bits:
         con.execute("BEGIN")
         con.execute("ALTER TABLE store.findings ADD COLUMN key_bits BIGINT")
-        con.execute("UPDATE store.findings SET key_bits = ('0x' || key_id[8:22])::BIGINT")
+        con.execute(f"UPDATE store.findings SET key_bits = {KEY_BITS_SQL}")
         con.execute("COMMIT")
 
 

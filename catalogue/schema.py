@@ -64,6 +64,7 @@ class TableSpec:
     def json_columns(self) -> frozenset[str]:
         return frozenset(c.name for c in self.columns if c.sql_type == "JSON")
 
+    @cached_property
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, _ARROW_TYPES[c.sql_type], c.nullable) for c in self.columns])
 

@@ -169,6 +169,12 @@ def bundle_with_forged_key() -> ResultBundle:
     return bundle
 
 
+def bundle_with_finding_of_another_analysis() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.findings[0].analysis_id = "evaluation.other@1"
+    return bundle
+
+
 def bundle_with_run_of_unknown_analysis() -> ResultBundle:
     model = toy_model()
     run = toy_run(model, toy_analysis(version="9"))
@@ -185,6 +191,8 @@ def bundle_with_run_of_unknown_analysis() -> ResultBundle:
     (bundle_with_unknown_relation, r"has relation = 'refutes'; expected one of supersedes, replicates"),
     (bundle_with_two_findings_of_one_key, r"share one key .* in one bundle"),
     (bundle_with_forged_key, r"key_id sha256:\w+ does not match its key fields"),
+    (bundle_with_finding_of_another_analysis,
+     r"analysis_id 'evaluation.other@1' is not a version of analysis_name 'evaluation.performance'"),
     (bundle_with_run_of_unknown_analysis, r"runs\.analysis_id names analysis evaluation\.performance@9"),
 ])
 def test_bad_bundles_get_a_clear_error_and_leave_the_catalogue_unchanged(cat, make, message) -> None:
@@ -241,3 +249,18 @@ def test_a_catalogue_made_before_key_bits_is_upgraded_and_check_guards_them(tmp_
     con.execute("UPDATE store.findings SET key_bits = key_bits + 1 WHERE version = 1")
     con.close()
     assert any("key_bits do not match its key" in p for p in check(cat).problems)
+
+
+def test_the_arrow_tables_landing_reads_by_name_are_named_unlike_any_catalogue_relation(cat) -> None:
+    """DuckDB reads a catalogue table or view before a Python variable of the same name."""
+    import inspect
+    import re
+
+    from catalogue import landing
+
+    read = set(re.findall(r"(?:FROM|JOIN) (landing\w*)", inspect.getsource(landing)))
+    assert {"landing", "landing_findings", "landing_runs", "landing_superseded"} <= read
+    with duckdb.connect(str(cat.db_path), read_only=True) as con:
+        relations = {name for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() UNION SELECT view_name FROM duckdb_views()").fetchall()}
+    assert "findings" in relations and not read & relations

@@ -48,12 +48,12 @@ class CommitInfo:
 
 def write_artifacts(artifacts_dir: Path, artifacts: list[BundleArtifact]) -> None:
     """Write each artifact under its content hash: temp file, fsync, rename. Idempotent."""
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
     written = False
     for artifact in artifacts:
         target = artifacts_dir / f"{artifact.sha256}.parquet"
         if target.is_file() and not target.is_symlink() and target.stat().st_size == len(artifact.data):
             continue  # same name means same content: written by an earlier landing
-        artifacts_dir.mkdir(parents=True, exist_ok=True)
         written = True
         tmp = artifacts_dir / f".tmp-{artifact.sha256}-{os.getpid()}"
         try:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import re
 
 import duckdb
 import pyarrow as pa
 import pytest
 
 import catalogue
+from catalogue import landing
 from catalogue.integrity import check
 from schemas import FindingLink, ResultBundle
 from tests.conftest import accuracy_bundle, modelsci, toy_analysis, toy_model, toy_run
@@ -253,11 +256,6 @@ def test_a_catalogue_made_before_key_bits_is_upgraded_and_check_guards_them(tmp_
 
 def test_the_arrow_tables_landing_reads_by_name_are_named_unlike_any_catalogue_relation(cat) -> None:
     """DuckDB reads a catalogue table or view before a Python variable of the same name."""
-    import inspect
-    import re
-
-    from catalogue import landing
-
     read = set(re.findall(r"(?:FROM|JOIN) (landing\w*)", inspect.getsource(landing)))
     assert {"landing", "landing_findings", "landing_runs", "landing_superseded"} <= read
     with duckdb.connect(str(cat.db_path), read_only=True) as con:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from catalogue.schema import TABLES, ColumnSpec, TableSpec, key_bits, set_by_catalogue
+from catalogue.store_memo import MEMO_TABLES, StoreMemo
 from schemas.bundle import BundleArtifact, ResultBundle, finding_key
 from schemas.entities import Commit
 from schemas.identity import canonical_json, content_id
@@ -78,20 +79,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def land(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo) -> Commit | None:
+def land(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo,
+         memo: StoreMemo | None = None) -> Commit | None:
     """Add a bundle's rows (``bundle_tables``) in one transaction; ``None`` when nothing is new.
 
     Statements read the bundle's Arrow tables from local variables of the function that runs
     them (DuckDB's scan of Arrow objects by name): a third less time than registering a view.
+    A writing block passes its ``memo`` of the store, which answers what the store holds.
     """
     con.execute("BEGIN TRANSACTION")
     try:
-        commit = _land_rows(con, tables, info)
-        con.execute("ROLLBACK" if commit is None else "COMMIT")
-        return commit
+        landed = _land_rows(con, tables, info, memo)
+        con.execute("ROLLBACK" if landed is None else "COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    if landed is None:
+        return None
+    commit, new = landed
+    if memo is not None:
+        memo.add(new, (commit.seq, commit.id))
+    return commit
 
 
 def bundle_tables(bundle: ResultBundle) -> dict[str, pa.Table]:
@@ -264,8 +272,10 @@ class _StoredVersion:
     current: bool
 
 
-def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo) -> Commit | None:
-    """Stage the bundle against what the store holds, in Python, then insert only what is new.
+def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo,
+               memo: StoreMemo | None) -> tuple[Commit, dict[str, pa.Table]] | None:
+    """Stage the bundle against what the store holds, in Python, then insert only what is new;
+    the commit and the new rows of each table, or None when nothing is new.
 
     Staging reads the store in one query (``_probe``), and a second one only when some of the
     bundle's finding keys have versions already; then it writes once per table with new rows.
@@ -274,7 +284,7 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
     tables = {name: _first_of_each(table, _identity(name)) for name, table in tables.items()}
     tables["findings"] = _as_first_versions(tables["findings"])
     own = {name: _distinct(table, "id") for name, table in tables.items() if name != "finding_links"}
-    store = _probe(con, tables, own, info.id)
+    store = _probe(con, tables, own, info.id, memo)
     if store.has_commit:
         return None  # an import of a commit we already hold
     seq, parent = (store.head[0] + 1, store.head[1]) if store.head else (1, None)
@@ -320,7 +330,7 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
     columns = ", ".join(f'"{c}"' for c in names)
     con.execute(f"INSERT INTO store.commits ({columns}) VALUES ({', '.join('?' * len(names))})",
                 [getattr(commit, c) for c in names])
-    return commit
+    return commit, new
 
 
 def _identity(table: str) -> tuple[str, ...]:
@@ -371,11 +381,14 @@ class _Probe:
 
 
 def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dict[str, set[str]],
-           commit_id: str | None) -> _Probe:
+           commit_id: str | None, memo: StoreMemo | None) -> _Probe:
     """Read, in one query, the latest commit, which of the ids the bundle carries or refers to
     the store holds (and, under ``queue``, which of its runs are queued), and which of its
     finding keys have versions, found on ``key_bits`` alone: a scan that reads no strings,
-    six times faster than a join on the 71-character keys."""
+    six times faster than a join on the 71-character keys.
+
+    With a ``memo`` (a writing block's), the query reads only the head, the queue and finding
+    ids, and the memo answers the rest: half the probe's time, a tenth of a commit's."""
     wanted = {name: set(own[name]) for name in ("models", "datasets", "analyses", "runs", "artifacts")}
     wanted["findings"] = set()  # a held finding of the bundle shows up with its key's versions
     for table, column, target in _REFERENCES:
@@ -390,13 +403,13 @@ def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dic
         parts.append("SELECT 'commit', id, seq, NULL FROM store.commits WHERE id = ?")
         params.append(commit_id)
     for name, ids in wanted.items():
-        if ids:
+        if ids and (memo is None or name not in MEMO_TABLES):
             column = "run_id" if name == "queue" else "id"
             tolerance = "tolerance" if name == "analyses" else "NULL"
             condition, values = _in(column, ids)
             parts.append(f"SELECT '{name}', {column}, NULL, {tolerance} FROM store.{name} WHERE {condition}")
             params += values
-    if tables["findings"].num_rows:
+    if tables["findings"].num_rows and memo is None:
         # a join, not IN: it plans faster, and DISTINCT folds bits that two keys share
         parts.append("SELECT DISTINCT 'key_bits', NULL, f.key_bits, NULL FROM store.findings f "
                      "JOIN landing_findings b ON f.key_bits = b.key_bits")
@@ -412,6 +425,11 @@ def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dic
             hits.append(number)
         else:
             held[kind][row_id] = tolerance
+    if memo is not None:
+        if not memo.is_at(head):
+            memo.read(con, head)
+        held.update({name: memo.held(name, wanted[name]) for name in MEMO_TABLES})
+        hits = memo.key_hits(tables["findings"].column("key_bits"))
     return _Probe(head, has_commit, held, hits)
 
 

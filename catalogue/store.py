@@ -22,6 +22,7 @@ from catalogue.landing import CommitInfo, bundle_tables, land, write_artifacts
 from catalogue.queue import QueuedRun, claim, enqueue, release
 from catalogue.readonly import check_read_only, lock_down
 from catalogue.schema import create_schema, create_views, upgrade_store
+from catalogue.store_memo import StoreMemo
 from schemas.bundle import ResultBundle
 from schemas.entities import Commit
 
@@ -51,6 +52,7 @@ class Catalogue:
         self.write_timeout = write_timeout if write_timeout is not None else lock_timeout(120.0)
         self.read_timeout = read_timeout if read_timeout is not None else lock_timeout(60.0)
         self._held: duckdb.DuckDBPyConnection | None = None  # the connection ``writing`` holds
+        self._memo: StoreMemo | None = None  # what ``writing`` knows of the store it holds
         self._upgraded = False
         if not self.db_path.exists():
             self._create()
@@ -90,23 +92,25 @@ class Catalogue:
         tables = bundle_tables(bundle)  # checked and converted before the lock is taken
         write_artifacts(self.artifacts_dir, bundle.artifacts)
         with self._writer() as con:
-            return land(con, tables, info)
+            return land(con, tables, info, self._memo)
 
     @contextmanager
     def writing(self) -> Iterator[Catalogue]:
         """Hold the write lock across several commits (an import, a bulk load).
 
         Each commit is still its own transaction; readers wait (bounded) until the block ends.
+        The block keeps what it learns of the store (``StoreMemo``), so that each commit reads
+        less of it.
         """
         if self._held is not None:
             yield self
             return
         with self._writer() as con:
-            self._held = con
+            self._held, self._memo = con, StoreMemo()
             try:
                 yield self
             finally:
-                self._held = None
+                self._held, self._memo = None, None
 
     def enqueue(self, runs: list[QueuedRun]) -> list[str]:
         """Queue planned runs (those not queued already); returns the ids added."""

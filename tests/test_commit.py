@@ -234,6 +234,82 @@ def test_a_writing_block_lands_each_commit_whole_and_on_its_own(cat) -> None:
     assert check(cat).ok
 
 
+def memo_sequence() -> list[ResultBundle]:
+    """Bundles whose landing reads every answer a writing block's memo gives, after two
+    commits that land before the block: held models, runs and analyses (with a tolerance),
+    key versions from before and from inside the block, links to a stored finding, artifacts."""
+    tolerant = toy_analysis(version="2", tolerance=0.01)
+    rerun = accuracy_bundle(0.93, (0.89, 0.97), seed=1)
+    tolerant_rerun = accuracy_bundle(0.505, None, seed=4, analysis=tolerant, subject="tolerant")
+    tolerant_rerun.analyses = []  # its tolerance must come from the store
+    per_class = accuracy_bundle(0.4, None, subject="class 1")
+    per_class.add_finding(per_class.runs[0], kind="per_example", statement="per-example correctness",
+                          artifacts={"correct": pa.table({"example": [0, 1], "correct": [True, False]})})
+    first = accuracy_bundle(0.90, (0.85, 0.95), seed=0)
+    per_class.links.append(FindingLink(src_id=per_class.findings[0].id, dst_id=first.findings[0].id,
+                                       relation="extends"))
+    return [first, accuracy_bundle(0.5, None, seed=3, analysis=tolerant, subject="tolerant"),
+            rerun, rerun, bundle_with_missing_model(), accuracy_bundle(0.2, (0.15, 0.25), seed=2),
+            tolerant_rerun, per_class, accuracy_bundle(0.41, None, seed=5, subject="class 1")]
+
+
+def land_all(cat: catalogue.Catalogue, bundles: list[ResultBundle]) -> list[int | str | None]:
+    landed: list[int | str | None] = []
+    for bundle in bundles:
+        try:
+            commit = cat.commit(bundle)
+            landed.append(commit and commit.seq)
+        except catalogue.BundleError as exc:
+            landed.append(str(exc))
+    return landed
+
+
+def comparable(cat: catalogue.Catalogue, table: str) -> list[dict]:
+    """A table's rows less what depends on the time of a commit (its id and those naming it)."""
+    if table == "commits":
+        return cat.sql("SELECT * EXCLUDE (id, parent_id, created_at) FROM commits ORDER BY seq").to_pylist()
+    return cat.sql(f"SELECT * EXCLUDE (commit_id) FROM {table} ORDER BY ALL").to_pylist()
+
+
+def test_a_writing_block_lands_what_commits_one_by_one_land(tmp_path) -> None:
+    one_by_one = catalogue.open(tmp_path / "one-by-one")
+    expected = land_all(one_by_one, memo_sequence())
+    assert expected[2:5] == [3, None, expected[4]] and "names model" in expected[4]
+
+    held = catalogue.open(tmp_path / "held")
+    bundles = memo_sequence()
+    landed = land_all(held, bundles[:2])
+    with held.writing():
+        landed += land_all(held, bundles[2:])
+    assert landed == expected
+
+    for table in ALL_TABLES:
+        assert comparable(held, table) == comparable(one_by_one, table), table
+    judged = held.sql("""SELECT s.subject, s.version, l.relation FROM finding_links l JOIN findings s
+                         ON s.id = l.src_id WHERE relation <> 'supersedes' ORDER BY ALL""").to_pylist()
+    assert [tuple(j.values()) for j in judged] == [
+        ("", 2, "replicates"), ("", 3, "contradicts"), ("class 1", 1, "extends"),
+        ("class 1", 2, "contradicts"), ("tolerant", 2, "replicates")]
+    assert check(held).ok
+
+
+def test_a_writing_block_sees_commits_made_beside_it_in_its_process(tmp_path) -> None:
+    """DuckDB shares one database between the connections of a process: another catalogue
+    object can commit while a block holds the lock, and the block's memo must notice."""
+    block, beside = catalogue.open(tmp_path / "cat"), catalogue.open(tmp_path / "cat")
+    other_model = toy_model(seed=7)
+    with block.writing():
+        block.commit(accuracy_bundle(0.9, None))
+        beside.commit(accuracy_bundle(0.4, None, model=other_model, subject="x"))
+        again = block.commit(accuracy_bundle(0.4, None, model=other_model, subject="x", seed=1))
+    assert again.seq == 3
+    assert block.sql("SELECT subject, version, status FROM findings ORDER BY ALL").to_pylist() == [
+        {"subject": "", "version": 1, "status": "current"},
+        {"subject": "x", "version": 1, "status": "superseded"},
+        {"subject": "x", "version": 2, "status": "current"}]
+    assert check(block).ok
+
+
 def test_a_catalogue_made_before_key_bits_is_upgraded_and_check_guards_them(tmp_path) -> None:
     old = catalogue.open(tmp_path / "old")
     old.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))

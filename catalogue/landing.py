@@ -413,7 +413,7 @@ def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dic
         # a join, not IN: it plans faster, and DISTINCT folds bits that two keys share
         parts.append("SELECT DISTINCT 'key_bits', NULL, f.key_bits, NULL FROM store.findings f "
                      "JOIN landing_findings b ON f.key_bits = b.key_bits")
-    landing_findings = tables["findings"].select(["key_bits"])  # noqa: F841 - read by the SQL
+        landing_findings = tables["findings"].select(["key_bits"])  # noqa: F841 - read by the SQL
     head, has_commit, hits = None, False, []
     held: dict[str, dict[str, Any]] = {name: {} for name in wanted}
     for kind, row_id, number, tolerance in con.execute(" UNION ALL ".join(parts), params).fetchall():

@@ -40,9 +40,9 @@ class StoreMemo:
 
     def read(self, con: duckdb.DuckDBPyConnection, head: tuple[int, str] | None) -> None:
         """Read what the store holds; ``head`` is its latest commit, read in the same transaction."""
-        self._ids = {name: dict.fromkeys(row[0] for row in con.execute(f"SELECT id FROM store.{name}").fetchall())
-                     for name in MEMO_TABLES if name != "analyses"}
-        self._ids["analyses"] = dict(con.execute("SELECT id, tolerance FROM store.analyses").fetchall())
+        self._ids = {name: dict(con.execute(f"SELECT id, {'tolerance' if name == 'analyses' else 'NULL'} "
+                                            f"FROM store.{name}").fetchall())
+                     for name in MEMO_TABLES}
         bits = con.execute("SELECT key_bits FROM store.findings WHERE key_bits IS NOT NULL").fetchnumpy()
         self._stored_bits = np.sort(np.asarray(bits["key_bits"], np.int64))
         self._added_bits = set()
@@ -56,7 +56,7 @@ class StoreMemo:
     def key_hits(self, bits: pa.ChunkedArray) -> list[int]:
         """The distinct values of ``bits`` that some stored finding's key_bits has."""
         wanted = np.unique(bits.to_numpy())
-        hits = set(self._added_bits.intersection(wanted.tolist()))
+        hits = self._added_bits.intersection(wanted.tolist())
         if len(self._stored_bits):
             at = np.minimum(np.searchsorted(self._stored_bits, wanted), len(self._stored_bits) - 1)
             hits.update(wanted[self._stored_bits[at] == wanted].tolist())
@@ -65,8 +65,8 @@ class StoreMemo:
     def add(self, new: dict[str, pa.Table], head: tuple[int, str]) -> None:
         """Take in the rows of a commit that landed, ``head``."""
         for name in MEMO_TABLES:
-            tolerances = new[name].column("tolerance").to_pylist() if name == "analyses" else None
             ids = new[name].column("id").to_pylist()
-            self._ids[name].update(zip(ids, tolerances) if tolerances is not None else dict.fromkeys(ids))
+            values = new[name].column("tolerance").to_pylist() if name == "analyses" else [None] * len(ids)
+            self._ids[name].update(zip(ids, values))
         self._added_bits.update(new["findings"].column("key_bits").to_pylist())
         self.head = head  # last: a memo interrupted before this line reads the store again

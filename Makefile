@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
 	touch $@
 
 install: $(INSTALLED)
@@ -20,6 +20,7 @@ demo: $(INSTALLED)
 	$(BIN)/modelsci demo
 
 test: $(INSTALLED) chromium
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # The site's browser tests need Debian's chromium: installed here when missing and we can (root + apt-get).

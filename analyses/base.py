@@ -8,7 +8,11 @@ Analyses register through the entry-point group ``modelsci.analyses``, so a thir
 package adds one with, in its pyproject.toml::
 
     [project.entry-points."modelsci.analyses"]
-    "mylab.my_analysis" = "mylab.analysis:MyAnalysis"
+    "mylab.my_analysis" = "mylab.analysis:MyAnalysis [gpu]"
+
+The bracketed extras (optional) name what the analysis needs installed: an analysis whose
+extras' requirements are missing is not imported, and is listed as unavailable with the
+``pip install`` line that brings them.
 """
 
 from __future__ import annotations
@@ -17,16 +21,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from packaging.requirements import Requirement
 from pydantic import BaseModel, ConfigDict
 
-from schemas.bundle import ResultBundle
-from schemas.entities import Analysis, Pillar, Run
+from modelsci.schemas.bundle import ResultBundle
+from modelsci.schemas.entities import Analysis, Finding, Pillar, Run
 
-__all__ = ["ENTRY_POINT_GROUP", "AnalysisPlugin", "NoParams", "RunContext", "registry"]
+if TYPE_CHECKING:  # the loaders import torch; an analysis' module imports them when it runs
+    from modelsci.ingest.datasets import DatasetHandle
+    from modelsci.ingest.loading import LoadedModel
+
+__all__ = ["ENTRY_POINT_GROUP", "AnalysisPlugin", "NoParams", "RunContext", "Unavailable", "registry",
+           "unavailable"]
 
 ENTRY_POINT_GROUP = "modelsci.analyses"
 
@@ -42,20 +52,22 @@ class RunContext:
     """What an analysis gets for one run; it adds findings with ``ctx.add_finding``."""
 
     run: Run
-    model: Any                      # ingest.loading.LoadedModel
-    dataset: Any                    # ingest.datasets.DatasetHandle, or None
+    model: LoadedModel
+    dataset: DatasetHandle | None
     params: BaseModel
     device: str
     seed: int
     progress: Callable[[float, float], None] = lambda done, total: None
     bundle: ResultBundle = field(default_factory=ResultBundle)
+    train: DatasetHandle | None = None
+    """The data a retraining analysis fits on (set when it declares ``needs_training_data``)."""
 
     @property
     def rng(self) -> np.random.Generator:
         """A generator seeded by the run's seed (one per call: take it once per analysis)."""
         return np.random.default_rng(self.seed)
 
-    def add_finding(self, **kwargs: Any) -> Any:
+    def add_finding(self, **kwargs: Any) -> Finding:
         return self.bundle.add_finding(self.run, **kwargs)
 
 
@@ -71,6 +83,8 @@ class AnalysisPlugin(ABC):
     tasks: ClassVar[frozenset[str]] = frozenset()
     """Tasks it applies to; empty means any."""
     needs_dataset: ClassVar[bool] = True
+    needs_training_data: ClassVar[bool] = False
+    """Whether it retrains the model, and so needs the dataset's training split in ``ctx.train``."""
     tolerance: ClassVar[float | None] = None
     """Absolute difference within which two runs' values replicate; None: overlapping CIs."""
 
@@ -101,11 +115,51 @@ class AnalysisPlugin(ABC):
         """Compute and add findings (with their artifacts) to ``ctx.bundle``."""
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A registered analysis whose extras are not installed."""
+
+    name: str
+    missing: tuple[str, ...]
+    install: str
+    """The command that installs what it needs, e.g. ``pip install 'modelsci[explain]'``."""
+
+
+def _missing(ep: EntryPoint) -> tuple[str, ...]:
+    """Requirements of the entry point's extras that are not installed (read from metadata only)."""
+    if not ep.extras or ep.dist is None:
+        return ()
+    missing = []
+    for line in ep.dist.requires or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or not any(requirement.marker.evaluate({"extra": e}) for e in ep.extras):
+            continue
+        wanted = f"{requirement.name}{requirement.specifier}"
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            missing.append(wanted)
+            continue
+        if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(f"{wanted} (have {installed})")
+    return tuple(dict.fromkeys(missing))
+
+
+@cache
+def _entry_points() -> tuple[tuple[EntryPoint, tuple[str, ...]], ...]:
+    return tuple((ep, _missing(ep)) for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
 @cache
 def registry() -> dict[str, type[AnalysisPlugin]]:
-    """Every registered analysis by name, from the ``modelsci.analyses`` entry points."""
+    """Every installed analysis by name, from the ``modelsci.analyses`` entry points.
+
+    An analysis whose extras are missing is not imported: ``unavailable()`` lists it.
+    """
     found: dict[str, type[AnalysisPlugin]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep, missing in _entry_points():
+        if missing:
+            continue
         plugin = ep.load()
         if not (isinstance(plugin, type) and issubclass(plugin, AnalysisPlugin)):
             raise TypeError(f"entry point {ep.name} = {ep.value} is not an AnalysisPlugin subclass")
@@ -113,3 +167,13 @@ def registry() -> dict[str, type[AnalysisPlugin]]:
             raise TypeError(f"entry point {ep.name!r} loads an analysis named {plugin.name!r}")
         found[plugin.name] = plugin
     return dict(sorted(found.items()))
+
+
+def unavailable() -> dict[str, Unavailable]:
+    """Registered analyses that cannot run here, with what is missing and how to install it."""
+    out = {}
+    for ep, missing in _entry_points():
+        if missing:
+            package = ep.dist.name if ep.dist is not None else "modelsci"
+            out[ep.name] = Unavailable(ep.name, missing, f"pip install '{package}[{','.join(ep.extras)}]'")
+    return dict(sorted(out.items()))

@@ -29,10 +29,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-import catalogue
-from catalogue.landing import bundle_tables
-from catalogue.schema import KEY_BITS_SQL, TABLES, key_bits
-from schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
+from modelsci import catalogue
+from modelsci.catalogue.landing import bundle_tables
+from modelsci.catalogue.schema import KEY_BITS_SQL, TABLES, key_bits
+from modelsci.schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
 
 
 def make_bundles(n_findings: int, per_bundle: int) -> list[ResultBundle]:

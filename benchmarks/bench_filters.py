@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analyses.hallucination.diffusion import DiffusionModel, Schedule, sample
-from analyses.hallucination.lid import lid_dsm, lid_flipd
-from analyses.hallucination.toy import ground_truth, train_denoiser
+from modelsci.analyses.hallucination.diffusion import DiffusionModel, Schedule, sample
+from modelsci.analyses.hallucination.lid import lid_dsm, lid_flipd
+from modelsci.analyses.hallucination.toy import ground_truth, train_denoiser
 
 
 def measure(model: DiffusionModel, n: int, keep_last: int = 10) -> dict[str, float]:

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analyses.games.evaluator import GameEvaluator
-from analyses.games.indices import all_coalitions, meta_attributions, shapley_interactions
-from analyses.games.maskers import PairEncoderMasker
-from ingest.loading import load_model, resolve_device
-from ingest.models import resolve_model
-from schemas.manifest import ModelSpec
+from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.analyses.games.indices import all_coalitions, meta_attributions, shapley_interactions
+from modelsci.analyses.games.maskers import PairEncoderMasker
+from modelsci.ingest.loading import load_model, resolve_device
+from modelsci.ingest.models import resolve_model
+from modelsci.schemas.manifest import ModelSpec
 
 ONE_SIDED = ("the quick brown fox jumps over the lazy dog near a river", "a fox leaps over a dog")
 PAIR = ("a quick brown fox jumps high", "the fox leaps over a dog")

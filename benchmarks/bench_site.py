@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-import catalogue
-from catalogue.site_build import build_site
-from schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
-from schemas.identity import tensor_hash_of_arrays
+from modelsci import catalogue
+from modelsci.schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
+from modelsci.schemas.identity import tensor_hash_of_arrays
+from modelsci.site_build import build_site
 
 
 def generate(cat: catalogue.Catalogue, models: int, per_model: int) -> None:

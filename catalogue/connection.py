@@ -16,12 +16,14 @@ from pathlib import Path
 
 import duckdb
 
+from modelsci.schemas.errors import ModelsciError
+
 __all__ = ["CatalogueBusyError", "connect", "lock_timeout"]
 
 _HOLDER = re.compile(r"held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 
 
-class CatalogueBusyError(RuntimeError):
+class CatalogueBusyError(ModelsciError, RuntimeError):
     """Another process held the catalogue for longer than we were willing to wait."""
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from catalogue.schema import KEY_BITS_SQL
-from catalogue.store import Catalogue
-from schemas.identity import sha256_file
+from modelsci.catalogue.schema import KEY_BITS_SQL
+from modelsci.catalogue.store import Catalogue
+from modelsci.schemas.identity import sha256_file
 
 __all__ = ["CheckReport", "check"]
 

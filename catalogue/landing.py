@@ -25,15 +25,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from catalogue.schema import TABLES, ColumnSpec, TableSpec, key_bits, set_by_catalogue
-from catalogue.store_memo import MEMO_TABLES, StoreMemo
-from schemas.bundle import BundleArtifact, ResultBundle, finding_key
-from schemas.entities import Commit
-from schemas.identity import canonical_json, content_id
+from modelsci.catalogue.schema import TABLES, ColumnSpec, TableSpec, key_bits, set_by_catalogue
+from modelsci.catalogue.store_memo import MEMO_TABLES, StoreMemo
+from modelsci.catalogue.versioning import stored_versions, version_findings
+from modelsci.schemas.bundle import BundleArtifact, ResultBundle, finding_key
+from modelsci.schemas.entities import Commit
+from modelsci.schemas.errors import ModelsciError
+from modelsci.schemas.identity import canonical_json, content_id
 
-__all__ = ["BundleError", "CommitInfo", "land", "write_artifacts"]
+__all__ = ["ArtifactWriteError", "BundleError", "CommitInfo", "land", "write_artifacts"]
 
-class BundleError(ValueError):
+class ArtifactWriteError(ModelsciError, OSError):
+    """An artifact file could not be written (a full disk, say); nothing was committed."""
+
+
+class BundleError(ModelsciError, ValueError):
     """The bundle is malformed or refers to something missing; nothing was committed."""
 
 
@@ -65,7 +71,7 @@ def write_artifacts(artifacts_dir: Path, artifacts: list[BundleArtifact]) -> Non
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise OSError(exc.errno, f"could not write artifact {target.name} ({exc.strerror}); "
+            raise ArtifactWriteError(exc.errno, f"could not write artifact {target.name} ({exc.strerror}); "
                           "nothing was committed") from exc
     if written:  # the renames are durable once the directory is
         _fsync_dir(artifacts_dir)
@@ -259,19 +265,6 @@ _REFERENCES = [
 _DIGEST_ORDER = ("models", "datasets", "analyses", "runs", "findings", "finding_links", "artifacts")
 
 
-@dataclass(frozen=True)
-class _StoredVersion:
-    """A version of a finding key that the catalogue holds."""
-
-    id: str
-    version: int
-    run_id: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    current: bool
-
-
 def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo,
                memo: StoreMemo | None) -> tuple[Commit, dict[str, pa.Table]] | None:
     """Stage the bundle against what the store holds, in Python, then insert only what is new;
@@ -288,13 +281,13 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
     if store.has_commit:
         return None  # an import of a commit we already hold
     seq, parent = (store.head[0] + 1, store.head[1]) if store.head else (1, None)
-    versions = _stored_versions(con, tables["findings"], store.key_hits)
+    versions = stored_versions(con, tables["findings"], store.key_hits)
     held = store.ids
     held["findings"].update((v.id, None) for vs in versions.values() for v in vs)
     _check_references(tables, own, held)
 
     new = {name: _without(tables[name], held[name]) for name in ("models", "datasets", "analyses", "runs", "artifacts")}
-    new["findings"], links = _version_findings(tables, versions, held["analyses"])
+    new["findings"], links = version_findings(tables, versions, held["analyses"])
     new["finding_links"] = _new_links(con, tables["finding_links"], links)
     if not any(t.num_rows for t in new.values()):
         return None
@@ -362,7 +355,7 @@ def _without(table: pa.Table, ids: set[str] | dict[str, Any]) -> pa.Table:
 
 def _as_first_versions(findings: pa.Table) -> pa.Table:
     """Findings as they land when their keys are new: with ``key_bits``, version 1, no previous
-    version (``_version_findings`` renumbers those whose keys have versions)."""
+    version (``version_findings`` renumbers those whose keys have versions)."""
     bits = pa.array([key_bits(k) for k in findings.column("key_id").to_pylist()], pa.int64())
     ones = pa.array([1] * findings.num_rows, pa.int64())
     findings = findings.set_column(findings.schema.get_field_index("version"), "version", ones)
@@ -441,21 +434,6 @@ def _in(column: str, ids: set[str]) -> tuple[str, list[Any]]:
     return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [sorted(ids)]
 
 
-def _stored_versions(con: duckdb.DuckDBPyConnection, findings: pa.Table,
-                     hits: list[int]) -> dict[str, list[_StoredVersion]]:
-    """Every stored version of the bundle's finding keys whose ``key_bits`` the probe found, by key."""
-    if not hits:
-        return {}
-    keys = _distinct(findings, "key_id")
-    rows = con.execute("SELECT key_id, id, version, run_id, value, ci_low, ci_high, superseded_seq IS NULL "
-                       "FROM store.findings WHERE key_bits IN (SELECT unnest(?::BIGINT[]))", [hits]).fetchall()
-    versions: dict[str, list[_StoredVersion]] = {}
-    for key, *fields in rows:
-        if key in keys:  # not merely a key that shares the bits
-            versions.setdefault(key, []).append(_StoredVersion(*fields))
-    return versions
-
-
 def _check_references(tables: dict[str, pa.Table], own: dict[str, set[str]],
                       held: dict[str, dict[str, Any]]) -> None:
     for table, column, target in _REFERENCES:
@@ -466,56 +444,6 @@ def _check_references(tables: dict[str, pa.Table], own: dict[str, set[str]],
             noun = target.removesuffix("s").replace("analyse", "analysis")
             raise BundleError(f"{table}.{column} names {noun} {min(missing)}, which is neither in the "
                               "bundle nor in the catalogue")
-
-
-def _version_findings(tables: dict[str, pa.Table], versions: dict[str, list[_StoredVersion]],
-                      held_analyses: dict[str, float | None]) -> tuple[pa.Table, list[tuple[str, str, str, str]]]:
-    """The new findings, each numbered after its key's current version, and the links that
-    judge them against it: ``supersedes`` always, ``replicates`` or ``contradicts`` when the
-    new version came from another run."""
-    findings = tables["findings"]
-    if not versions:
-        return findings, []
-    held = {v.id for vs in versions.values() for v in vs}
-    keep = [i for i, f in enumerate(findings.column("id").to_pylist()) if f not in held]
-    if len(keep) < findings.num_rows:
-        findings = findings.take(pa.array(keep, pa.int64()))
-    tolerance = dict(zip(tables["analyses"].column("id").to_pylist(),
-                         tables["analyses"].column("tolerance").to_pylist()))
-    tolerance.update(held_analyses)
-    numbers, previous, links = [], [], []
-    for f in findings.select(["id", "key_id", "analysis_id", "run_id", "value", "ci_low", "ci_high"]).to_pylist():
-        current = next((v for v in versions.get(f["key_id"], []) if v.current), None)
-        numbers.append(current.version + 1 if current else 1)
-        previous.append(current.id if current else None)
-        if current is None:
-            continue
-        links.append((f["id"], current.id, "supersedes",
-                      canonical_json({"previous_version": current.version, "version": current.version + 1})))
-        if f["run_id"] != current.run_id and f["value"] is not None and current.value is not None:
-            links.append(_judgment(f, current, tolerance.get(f["analysis_id"])))
-    findings = findings.set_column(findings.schema.get_field_index("version"), "version", pa.array(numbers, pa.int64()))
-    return findings.set_column(findings.schema.get_field_index("previous_id"), "previous_id",
-                               pa.array(previous, pa.string())), links
-
-
-def _judgment(new: dict[str, Any], old: _StoredVersion, tolerance: float | None) -> tuple[str, str, str, str]:
-    """``replicates`` or ``contradicts``: within the analysis' tolerance, else overlapping CIs
-    (a value without a CI is the interval of itself)."""
-    difference = new["value"] - old.value
-    if tolerance is not None:
-        agrees, rule = abs(difference) <= tolerance, f"absolute difference <= {tolerance}"
-    else:
-        low = max(_or(new["ci_low"], new["value"]), _or(old.ci_low, old.value))
-        high = min(_or(new["ci_high"], new["value"]), _or(old.ci_high, old.value))
-        agrees, rule = low <= high, "overlapping 95% CIs (equality without a CI)"
-    evidence = {"value": new["value"], "ci": [new["ci_low"], new["ci_high"]], "previous_value": old.value,
-                "previous_ci": [old.ci_low, old.ci_high], "difference": difference, "rule": rule}
-    return new["id"], old.id, "replicates" if agrees else "contradicts", canonical_json(evidence)
-
-
-def _or(value: float | None, default: float) -> float:
-    return default if value is None else value
 
 
 def _new_links(con: duckdb.DuckDBPyConnection, bundle_links: pa.Table,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
 
 import duckdb
 
-__all__ = ["QUEUE_DDL", "QueuedRun", "claim", "enqueue", "release", "worker_name"]
+from modelsci.schemas.queued_run import QueuedRun
+
+__all__ = ["QUEUE_DDL", "claim", "enqueue", "release", "worker_name"]
 
 QUEUE_DDL = """CREATE TABLE IF NOT EXISTS store.queue (
     run_id VARCHAR PRIMARY KEY, run_key VARCHAR NOT NULL, attempt BIGINT NOT NULL,
@@ -26,35 +27,6 @@ QUEUE_DDL = """CREATE TABLE IF NOT EXISTS store.queue (
     analysis_id VARCHAR NOT NULL, params JSON, seed BIGINT NOT NULL,
     model_spec JSON NOT NULL, dataset_spec JSON, status VARCHAR NOT NULL, worker VARCHAR,
     queued_at TIMESTAMP NOT NULL, claimed_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR)"""
-
-
-@dataclass
-class QueuedRun:
-    """A planned run: everything an executor needs to load the model and data and run it."""
-
-    run_id: str
-    run_key: str
-    attempt: int
-    model_id: str
-    dataset_id: str | None
-    analysis_id: str
-    params: dict[str, Any]
-    seed: int
-    model_spec: dict[str, Any]
-    dataset_spec: dict[str, Any] | None
-    submission_id: str | None = None
-    status: str = "queued"
-    worker: str | None = None
-    queued_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> QueuedRun:
-        names = cls.__dataclass_fields__
-        values = {k: v for k, v in row.items() if k in names}
-        for key in ("params", "model_spec", "dataset_spec"):
-            if isinstance(values.get(key), str):
-                values[key] = json.loads(values[key])
-        return cls(**values)
 
 
 def enqueue(con: duckdb.DuckDBPyConnection, runs: list[QueuedRun]) -> list[str]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import duckdb
 
+from modelsci.schemas.errors import ModelsciError
+
 __all__ = ["ReadOnlySQLError", "check_read_only", "lock_down"]
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -23,7 +25,7 @@ _ARTIFACT_PATH = re.compile(r"artifacts/([0-9a-f]{64})\.parquet")
 _RELATIVE_ARTIFACT = re.compile(r"'(artifacts/[0-9a-f]{64}\.parquet)'")
 
 
-class ReadOnlySQLError(ValueError):
+class ReadOnlySQLError(ModelsciError, ValueError):
     """The SQL would write, or is not a query."""
 
 

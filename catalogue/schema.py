@@ -11,15 +11,15 @@ definitions, cut off at a commit's sequence number, answer ``--as-of`` queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from enum import Enum
+from functools import cached_property
 
 import duckdb
 import pyarrow as pa
 from sqlmodel import SQLModel
 
-from catalogue.queue import QUEUE_DDL
-from schemas.entities import ENTITIES
+from modelsci.catalogue.queue import QUEUE_DDL
+from modelsci.schemas.entities import ENTITIES
 
 __all__ = ["KEY_BITS_SQL", "SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views",
            "key_bits", "set_by_catalogue", "upgrade_store"]

@@ -17,22 +17,28 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from catalogue.connection import connect, lock_timeout
-from catalogue.landing import CommitInfo, bundle_tables, land, write_artifacts
-from catalogue.queue import QueuedRun, claim, enqueue, release
-from catalogue.readonly import check_read_only, lock_down
-from catalogue.schema import create_schema, create_views, upgrade_store
-from catalogue.store_memo import StoreMemo
-from schemas.bundle import ResultBundle
-from schemas.entities import Commit
+from modelsci.catalogue.connection import connect, lock_timeout
+from modelsci.catalogue.landing import CommitInfo, bundle_tables, land, write_artifacts
+from modelsci.catalogue.queue import claim, enqueue, release
+from modelsci.catalogue.readonly import check_read_only, lock_down
+from modelsci.catalogue.schema import create_schema, create_views, upgrade_store
+from modelsci.catalogue.store_memo import StoreMemo
+from modelsci.schemas.bundle import ResultBundle
+from modelsci.schemas.entities import Commit
+from modelsci.schemas.errors import ModelsciError
+from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["DEFAULT_LOCATION", "Catalogue", "UnknownCommitError", "default_location"]
+__all__ = ["DEFAULT_LOCATION", "Catalogue", "UnknownCommitError", "UnknownIdError", "default_location"]
 
 DEFAULT_LOCATION = "modelsci-catalogue"
 DB_NAME = "catalogue.duckdb"
 
 
-class UnknownCommitError(LookupError):
+class UnknownIdError(ModelsciError, LookupError):
+    """No row, or more than one, has the id (or id prefix) asked for."""
+
+
+class UnknownCommitError(ModelsciError, LookupError):
     """An ``--as-of`` commit that the catalogue does not hold."""
 
 
@@ -236,9 +242,9 @@ class Catalogue:
                               {"ref": ref, "full": full}, as_of=as_of).to_pylist()
             matches += [(table, row) for row in rows]
         if not matches:
-            raise LookupError(f"nothing in the catalogue has the id {ref!r}")
+            raise UnknownIdError(f"nothing in the catalogue has the id {ref!r}")
         if len(matches) > 1:
-            raise LookupError(f"{ref!r} is ambiguous: {len(matches)} rows match; give more of the id")
+            raise UnknownIdError(f"{ref!r} is ambiguous: {len(matches)} rows match; give more of the id")
         table, row = matches[0]
         shown: dict[str, Any] = {"table": table, "row": row}
         if table == "findings":

@@ -19,11 +19,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catalogue.docs import export_readme
-from catalogue.schema import SCHEMA_VERSION, TABLES, set_by_catalogue
-from catalogue.store import Catalogue
-from schemas.bundle import BundleArtifact, ResultBundle
-from schemas.identity import sha256_file
+from modelsci.catalogue.docs import export_readme
+from modelsci.catalogue.schema import SCHEMA_VERSION, TABLES, set_by_catalogue
+from modelsci.catalogue.store import Catalogue
+from modelsci.schemas.bundle import BundleArtifact, ResultBundle
+from modelsci.schemas.errors import ModelsciError
+from modelsci.schemas.identity import sha256_file
 
 __all__ = ["ExportError", "ImportReport", "export", "import_export"]
 
@@ -35,7 +36,7 @@ EXPORTED = ("commits", "models", "datasets", "analyses", "runs", "findings", "fi
 _GIVEN_LINKS = {"extends", "derived_from"}
 
 
-class ExportError(ValueError):
+class ExportError(ModelsciError, ValueError):
     """An export folder that is incomplete, damaged or edited."""
 
 

@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ingest.models import CONFIG_NAME
-
 __all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "DenoiserMLP", "SmallCNN", "build", "save_torch_model"]
+
+CONFIG_NAME = "modelsci.json"
+"""Names a plain PyTorch model's architecture and its arguments."""
 
 
 class MLP(nn.Module):

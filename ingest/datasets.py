@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ingest.hub import is_hub, parse_hub_uri
-from schemas.entities import Dataset
-from schemas.identity import dataset_id
-from schemas.manifest import DatasetSpec
+from modelsci.ingest.hub import is_hub, parse_hub_uri
+from modelsci.schemas.entities import Dataset
+from modelsci.schemas.errors import ModelsciError
+from modelsci.schemas.identity import dataset_id
+from modelsci.schemas.manifest import DatasetSpec
 
-__all__ = ["SKLEARN_DATASETS", "DatasetError", "DatasetHandle", "resolve_dataset"]
+__all__ = ["SKLEARN_DATASETS", "DatasetError", "DatasetHandle", "resolve_dataset", "training_split"]
 
 SKLEARN_DATASETS = {
     # name: (loader, is classification, license)
@@ -38,7 +39,7 @@ _DEFAULT_COLUMNS = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(ModelsciError, ValueError):
     """A dataset that cannot be resolved or does not have the columns the manifest names."""
 
 
@@ -186,3 +187,15 @@ def _roles(table: pa.Table, spec: DatasetSpec, task: str) -> dict[str, Any]:
         roles["features"] = [f.name for f in table.schema
                              if f.name not in taken and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
     return roles
+
+
+def training_split(test: DatasetHandle, task: str) -> DatasetHandle | None:
+    """The train split behind an ``sklearn://`` test split (same seed and share); None for other sources."""
+    entity = test.entity
+    split = entity.features.get("split")
+    if not entity.source_uri.startswith("sklearn://") or split is None:
+        return None
+    spec = DatasetSpec(source=entity.source_uri, split="train", test_size=split["test_size"],
+                       split_seed=split["random_state"], columns={"features": test.feature_names,
+                                                                   "label": test.roles["label"]})
+    return resolve_dataset(spec, task)

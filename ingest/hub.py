@@ -6,14 +6,21 @@ import os
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from modelsci.schemas.errors import ModelsciError
 
 __all__ = ["HubError", "is_hub", "parse_hub_uri", "snapshot"]
 
 SCHEME = "hf://"
 
 
-class HubError(LookupError):
+class HubError(ModelsciError, LookupError):
     """A hub source that cannot be resolved (not in the cache while offline, unknown repo, ...)."""
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ingest.architectures import build
-from ingest.datasets import DatasetHandle
-from ingest.models import CONFIG_NAME, ModelError, ModelHandle, read_json, skops_file
+from modelsci.ingest.architectures import CONFIG_NAME, build
+from modelsci.ingest.datasets import DatasetHandle
+from modelsci.ingest.models import ModelError, ModelHandle, read_json, skops_file
 
 __all__ = ["LoadedModel", "SKLEARN_TRUSTED", "load_model", "resolve_device"]
 

@@ -21,16 +21,16 @@ from typing import Any
 
 import yaml
 
-from ingest.hub import is_hub, snapshot
-from schemas.entities import ModelInstance
-from schemas.identity import TensorRecord, safetensors_records, skops_hash, tensor_hash
-from schemas.manifest import ModelSpec
+from modelsci.ingest.architectures import ARCHITECTURES, CONFIG_NAME
+from modelsci.ingest.hub import is_hub, snapshot
+from modelsci.schemas.entities import ModelInstance
+from modelsci.schemas.errors import ModelsciError
+from modelsci.schemas.identity import TensorRecord, safetensors_records, skops_hash, tensor_hash
+from modelsci.schemas.manifest import ModelSpec
 
 __all__ = ["PICKLE_SUFFIXES", "ModelError", "ModelHandle", "card_metadata", "resolve_model",
            "weights_identity"]
 
-CONFIG_NAME = "modelsci.json"
-"""Names a plain PyTorch model's architecture (see ``ingest.architectures``)."""
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
 _MODALITY = {
     "text-classification": "text", "sentence-similarity": "text", "feature-extraction": "text",
@@ -39,7 +39,7 @@ _MODALITY = {
 }
 
 
-class ModelError(ValueError):
+class ModelError(ModelsciError, ValueError):
     """A model that cannot be accepted or loaded; the message says why and what to do instead."""
 
 
@@ -243,8 +243,6 @@ def _architecture(path: Path, framework: str, config: dict[str, Any]) -> str | N
         schema = _skops_schema(skops_file(path))
         return schema.get("__class__")
     if framework == "torch":
-        from ingest.architectures import ARCHITECTURES
-
         cls = ARCHITECTURES.get(read_json(path / CONFIG_NAME).get("architecture"))
         return cls.__name__ if cls else None
     architectures = config.get("architectures")

@@ -1,7 +1,7 @@
 """The typed schema of modelsci: entities, content identities and result bundles."""
 
-from schemas.bundle import BundleArtifact, ResultBundle, finding_key, params_hash
-from schemas.entities import (
+from modelsci.schemas.bundle import BundleArtifact, ResultBundle, finding_key, params_hash
+from modelsci.schemas.entities import (
     ENTITIES,
     Analysis,
     Artifact,
@@ -16,7 +16,7 @@ from schemas.entities import (
     Run,
     RunStatus,
 )
-from schemas.identity import content_id, dataset_id, tensor_hash_of_arrays, tensor_hash_of_files
+from modelsci.schemas.identity import content_id, dataset_id, tensor_hash_of_arrays, tensor_hash_of_files
 
 __all__ = [
     "ENTITIES", "Analysis", "Artifact", "BundleArtifact", "Commit", "Dataset", "Finding",

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.entities import Analysis, Dataset, Finding, FindingLink, ModelInstance, Run
-from schemas.identity import canonical_json, content_id
+from modelsci.schemas.entities import Analysis, Dataset, Finding, FindingLink, ModelInstance, Run
+from modelsci.schemas.identity import canonical_json, content_id
 
 __all__ = ["BundleArtifact", "ResultBundle", "finding_key", "params_hash"]
 

@@ -28,6 +28,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelsci.schemas.errors import ModelsciError
+
 __all__ = ["AnalysisRequest", "DatasetSpec", "Manifest", "ManifestError", "ModelSpec", "TASKS",
            "parse_manifest", "problem_at"]
 
@@ -43,7 +45,7 @@ ROLES = ("features", "label", "text", "text_pair", "image")
 """What a model reads from a dataset: each role names one column (``features`` a list of them)."""
 
 
-class ManifestError(ValueError):
+class ManifestError(ModelsciError, ValueError):
     """A manifest that cannot be accepted; ``problems`` lists each one with its place."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -114,10 +116,12 @@ def problem_at(loc: tuple[Any, ...], message: str) -> str:
     return f"{path or '(top level)'}: {message}"
 
 
-def parse_manifest(text: str, params_models: Mapping[str, type[BaseModel]] | None = None) -> Manifest:
+def parse_manifest(text: str, params_models: Mapping[str, type[BaseModel]] | None = None,
+                   not_installed: Mapping[str, str] | None = None) -> Manifest:
     """Parse and validate a manifest; with ``params_models`` (analysis name to its parameter
-    model) also check each analysis name and its parameters. Raises ManifestError listing all
-    problems."""
+    model) also check each analysis name and its parameters, where ``not_installed`` maps the
+    names of analyses whose extras are missing to their install line. Raises ManifestError
+    listing all problems."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -135,15 +139,16 @@ def parse_manifest(text: str, params_models: Mapping[str, type[BaseModel]] | Non
     except ValidationError as exc:
         problems += [problem_at(e["loc"], e["msg"]) for e in exc.errors()]
     if params_models is not None:
-        problems += _analysis_problems(data.get("analyses"), params_models)
+        problems += _analysis_problems(data.get("analyses"), params_models, not_installed or {})
     if problems:
         raise ManifestError(problems)
     assert manifest is not None
     return manifest
 
 
-def _analysis_problems(requests: Any, params_models: Mapping[str, type[BaseModel]]) -> list[str]:
-    """Unknown analysis names and parameters that do not fit the analysis' parameter model."""
+def _analysis_problems(requests: Any, params_models: Mapping[str, type[BaseModel]],
+                       not_installed: Mapping[str, str]) -> list[str]:
+    """Unknown or uninstalled analysis names, and parameters that do not fit the analysis' parameter model."""
     if not isinstance(requests, list):
         return []
     problems = []
@@ -151,6 +156,10 @@ def _analysis_problems(requests: Any, params_models: Mapping[str, type[BaseModel
         if not isinstance(request, dict) or not isinstance(request.get("name"), str):
             continue
         name = request["name"]
+        if name in not_installed:
+            problems.append(problem_at(("analyses", i, "name"), f"{name} is not installed here (what it "
+                                       f"needs is missing): {not_installed[name]}"))
+            continue
         if name not in params_models:
             close = difflib.get_close_matches(name, list(params_models), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import catalogue
-from schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
-from schemas.identity import tensor_hash_of_arrays
+from modelsci import catalogue
+from modelsci.schemas import Analysis, Dataset, ModelInstance, ResultBundle, Run, params_hash
+from modelsci.schemas.identity import tensor_hash_of_arrays
 
 REPO = Path(__file__).resolve().parent.parent
 MODELSCI = str(Path(sys.executable).parent / "modelsci")

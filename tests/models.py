@@ -132,16 +132,21 @@ def write_manifest(path: Path, model: str, *, task: str = "tabular-classificatio
     return path
 
 
-def installed_plugin(site: Path, module: str, source: str, analysis: str, cls: str) -> dict[str, str]:
+def installed_plugin(site: Path, module: str, source: str, analysis: str, cls: str,
+                     extras: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Lay out a third-party analysis as an installed package would (module + dist-info with its
-    entry point) under ``site``; returns the environment that puts it on the path."""
+    entry point, which names ``extras``: extra -> requirements) under ``site``; returns the
+    environment that puts it on the path."""
     import os
 
     dist = site / f"{module}-1.0.dist-info"
     dist.mkdir(parents=True)
     (site / f"{module}.py").write_text(source)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[modelsci.analyses]\n{analysis} = {module}:{cls}\n")
+    requires = "".join(f"Provides-Extra: {extra}\n" + "".join(f'Requires-Dist: {r}; extra == "{extra}"\n' for r in reqs)
+                       for extra, reqs in (extras or {}).items())
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 1.0\n{requires}")
+    named = f" [{','.join(extras)}]" if extras else ""
+    (dist / "entry_points.txt").write_text(f"[modelsci.analyses]\n{analysis} = {module}:{cls}{named}\n")
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 

@@ -11,10 +11,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-import catalogue
-from catalogue import landing
-from catalogue.integrity import check
-from schemas import FindingLink, ResultBundle
+from modelsci import catalogue
+from modelsci.catalogue import landing
+from modelsci.catalogue.integrity import check
+from modelsci.schemas import FindingLink, ResultBundle
 from tests.conftest import accuracy_bundle, modelsci, toy_analysis, toy_model, toy_run
 
 ALL_TABLES = ("models", "datasets", "analyses", "runs", "findings", "finding_links", "artifacts", "commits")

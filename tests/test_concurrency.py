@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import catalogue
-from catalogue.integrity import check
+from modelsci import catalogue
+from modelsci.catalogue.integrity import check
 from tests.conftest import MODELSCI, REPO, accuracy_bundle, modelsci
 
 BIG_FINDINGS = 30_000
@@ -22,7 +22,7 @@ BIG_FINDINGS = 30_000
 COMMIT_BIG = textwrap.dedent(f"""
     import sys
     sys.path.insert(0, {str(REPO)!r})
-    import catalogue
+    from modelsci import catalogue
     from tests.conftest import accuracy_bundle
     bundle = accuracy_bundle(0.5, None)
     run = bundle.runs[0]
@@ -38,7 +38,7 @@ COMMIT_BIG = textwrap.dedent(f"""
 HOLD_READER = textwrap.dedent(f"""
     import sys, time
     sys.path.insert(0, {str(REPO)!r})
-    import catalogue
+    from modelsci import catalogue
     cat = catalogue.open(sys.argv[1])
     with cat.reader() as con:
         con.execute("SELECT count(*) FROM findings").fetchall()
@@ -50,7 +50,7 @@ HOLD_READER = textwrap.dedent(f"""
 COMMIT_LOOP = textwrap.dedent(f"""
     import sys
     sys.path.insert(0, {str(REPO)!r})
-    import catalogue
+    from modelsci import catalogue
     from tests.conftest import accuracy_bundle
     from pathlib import Path
     cat = catalogue.open(sys.argv[1])

@@ -6,11 +6,10 @@ import re
 
 import pytest
 
-import catalogue
-
-from catalogue.cli import app
-from catalogue.docs import README_BEGIN, README_END, tables_reference
-from catalogue.schema import TABLES
+from modelsci import catalogue
+from modelsci.catalogue.docs import README_BEGIN, README_END, tables_reference
+from modelsci.catalogue.schema import TABLES
+from modelsci.cli import app
 from tests.conftest import REPO, modelsci
 
 README = (REPO / "README.md").read_text()
@@ -20,7 +19,7 @@ COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands
 def test_readme_table_reference_is_the_generated_one() -> None:
     start, end = README.index(README_BEGIN) + len(README_BEGIN), README.index(README_END)
     assert README[start:end].strip() == tables_reference().strip(), (
-        "README's table reference is stale: regenerate it with `python -m catalogue.docs`")
+        "README's table reference is stale: regenerate it with `python -m modelsci.catalogue.docs`")
 
 
 def test_every_column_has_a_description() -> None:
@@ -69,3 +68,19 @@ def test_demo_builds_a_checked_catalogue_and_a_second_run_reuses_it(tmp_path) ->
     assert "ok: catalogue consistent" in modelsci("check", catalogue_dir=cat_dir).stdout
     assert (cat_dir / "export/manifest.json").is_file()
     assert f"site: {cat_dir / 'site' / 'index.html'}" in first and (cat_dir / "site/query.html").is_file()
+
+
+@pytest.mark.parametrize("manifest", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_manifest_names_files_that_exist_and_local_ones_submit(manifest, tmp_path) -> None:
+    import yaml
+
+    from modelsci.planner import read_manifest, submit
+
+    data = yaml.safe_load(manifest.read_text())
+    sources = [data["model"]["source"], *([data["dataset"]["source"]] if data.get("dataset") else [])]
+    local = [s for s in sources if "://" not in s]
+    for source in local:
+        assert (manifest.parent / source).exists(), f"{manifest.name} names {source}, which does not exist"
+    if len(local) == len(sources):  # hub sources would need the network
+        submission = submit(catalogue.open(tmp_path / "cat"), read_manifest(manifest), base_dir=manifest.parent)
+        assert submission.queued

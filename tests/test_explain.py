@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import catalogue
-from analyses.games.evaluator import GameEvaluator
-from analyses.games.indices import all_coalitions, meta_attributions, shapley_interactions
-from analyses.games.maskers import PairEncoderMasker
-from ingest.loading import load_model
-from ingest.models import resolve_model
-from schemas.manifest import ModelSpec
+from modelsci import catalogue
+from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.analyses.games.indices import all_coalitions, meta_attributions, shapley_interactions
+from modelsci.analyses.games.maskers import PairEncoderMasker
+from modelsci.ingest.loading import load_model
+from modelsci.ingest.models import resolve_model
+from modelsci.schemas.manifest import ModelSpec
 from tests.conftest import modelsci
 from tests.models import minilm_folder, write_manifest
 
@@ -105,8 +105,8 @@ def test_closed_form_values_through_the_cli(tmp_path: Path) -> None:
 def test_integrated_gradients_on_a_text_classifier_is_complete(tmp_path: Path) -> None:
     import torch
 
-    from analyses.attribution.gradients import text_attributions
-    from analyses.games.maskers import TextClassifierMasker
+    from modelsci.analyses.attribution.gradients import text_attributions
+    from modelsci.analyses.games.maskers import TextClassifierMasker
     from tests.models import tiny_bert_classifier
 
     folder = tiny_bert_classifier(tmp_path / "bert")

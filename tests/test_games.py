@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.attribution.gradients import captum_attributions
-from analyses.games.evaluator import GameEvaluator
-from analyses.games.indices import (
-    INDICES, _meta_sampled, all_coalitions, meta_attributions, shapley_interactions, weighted_banzhaf,
+from modelsci.analyses.attribution.gradients import captum_attributions
+from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.analyses.games.indices import (
+    INDICES,
+    _meta_sampled,
+    all_coalitions,
+    meta_attributions,
+    shapley_interactions,
+    weighted_banzhaf,
 )
 
 PAIRWISE = ("k-SII", "STII", "FSII", "SII", "FBII")
@@ -152,7 +157,7 @@ def test_evaluator_refuses_nan_outputs() -> None:
 
 
 def test_integrated_gradients_completeness_on_an_mlp() -> None:
-    from ingest.architectures import MLP
+    from modelsci.ingest.architectures import MLP
 
     torch.manual_seed(0)
     mlp = MLP(6, [32, 32], 1).double()

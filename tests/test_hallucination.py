@@ -9,11 +9,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-import catalogue
-from analyses.hallucination.diffusion import DiffusionModel, Schedule, sample
-from analyses.hallucination.lid import lid_dsm, lid_flipd
-from analyses.hallucination.toy import ground_truth, train_denoiser
-from catalogue.integrity import check
+from modelsci import catalogue
+from modelsci.analyses.hallucination.diffusion import DiffusionModel, Schedule, sample
+from modelsci.analyses.hallucination.lid import lid_dsm, lid_flipd
+from modelsci.analyses.hallucination.toy import ground_truth, train_denoiser
+from modelsci.catalogue.integrity import check
 from tests.conftest import modelsci
 from tests.models import write_manifest
 
@@ -100,7 +100,7 @@ def test_a_diffusers_pipeline_runs_through_both_filters_from_a_manifest(tmp_path
 
 
 def test_shape_counting_is_the_ground_truth_of_the_shapes_setting() -> None:
-    from analyses.hallucination.shapes import count_shapes, shape_images, shapes_truth
+    from modelsci.analyses.hallucination.shapes import count_shapes, shape_images, shapes_truth
 
     images = shape_images(20, 32, np.random.default_rng(0))
     assert (count_shapes(images) == 1).all()
@@ -113,7 +113,7 @@ def test_shape_counting_is_the_ground_truth_of_the_shapes_setting() -> None:
 
 
 def test_the_shapes_setting_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
-    from analyses.hallucination.shapes import train_shapes_unet
+    from modelsci.analyses.hallucination.shapes import train_shapes_unet
 
     folder = train_shapes_unet(tmp_path / "shapes", size=16, images=64, steps=20, timesteps=20, batch=8)
     manifest = write_manifest(tmp_path / "m.yaml", str(folder), task="unconditional-image-generation",

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from schemas.identity import (
+from modelsci.schemas.identity import (
     dataset_id,
     safetensors_records,
     tensor_hash_of_arrays,

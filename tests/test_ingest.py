@@ -6,17 +6,21 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from ingest.datasets import DatasetError, resolve_dataset
-from ingest.hub import HubError
-from ingest.loading import ModelError, load_model
-from ingest.models import resolve_model
-from schemas.identity import tensor_hash_of_files
-from schemas.manifest import DatasetSpec, ModelSpec
+from modelsci.ingest.datasets import DatasetError, resolve_dataset
+from modelsci.ingest.hub import HubError
+from modelsci.ingest.loading import ModelError, load_model
+from modelsci.ingest.models import resolve_model
+from modelsci.schemas.identity import tensor_hash_of_files
+from modelsci.schemas.manifest import DatasetSpec, ModelSpec
 from tests.models import (
-    MINILM_SHA, breast_cancer_skops, hf_cache_with_minilm, minilm_folder, tiny_bert_classifier, tiny_unet,
+    MINILM_SHA,
+    breast_cancer_skops,
+    hf_cache_with_minilm,
+    minilm_folder,
+    tiny_bert_classifier,
+    tiny_unet,
 )
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import catalogue
-from analyses.multiplicity import metrics
-from catalogue.integrity import check
+from modelsci import catalogue
+from modelsci.analyses.multiplicity import metrics
+from modelsci.catalogue.integrity import check
 from tests.conftest import modelsci
 from tests.models import breast_cancer_skops, write_manifest
 

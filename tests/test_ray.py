@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import catalogue
-from catalogue.integrity import check
+from modelsci import catalogue
+from modelsci.catalogue.integrity import check
 from tests.conftest import modelsci
 from tests.models import breast_cancer_skops, write_manifest
 

@@ -17,11 +17,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import catalogue
-from catalogue.cli import _USER_ERRORS
-from catalogue.integrity import check
-from ingest.architectures import MLP, save_torch_model
-from ingest.planner import submit
+from modelsci import catalogue
+from modelsci.catalogue.integrity import check
+from modelsci.ingest.architectures import MLP, save_torch_model
+from modelsci.planner import submit
+from modelsci.schemas.errors import ModelsciError
 from tests.conftest import MODELSCI, modelsci
 from tests.models import breast_cancer_skops, installed_plugin, write_manifest
 
@@ -66,8 +66,8 @@ def test_sigkill_of_modelsci_run_at_random_points_loses_nothing(tmp_path: Path) 
 COUNTING_PLUGIN = '''
 import os
 from pydantic import BaseModel, ConfigDict
-from analyses.base import AnalysisPlugin
-from schemas.entities import Pillar
+from modelsci.analyses.base import AnalysisPlugin
+from modelsci.schemas.entities import Pillar
 
 
 class Params(BaseModel):
@@ -140,7 +140,7 @@ def test_fuzzed_manifests_are_accepted_or_refused_clearly(tmp_path_factory: pyte
     cat = catalogue.open(tmp_path_factory.getbasetemp() / "fuzz-cat")
     try:
         submit(cat, text)
-    except _USER_ERRORS as exc:
+    except ModelsciError as exc:
         assert str(exc).strip(), "an error without a message"
 
 

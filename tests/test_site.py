@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-import catalogue
-from catalogue.site_build import build_site, slug
+from modelsci import catalogue
+from modelsci.analyses.hallucination.toy import train_denoiser
+from modelsci.site_build import build_site, slug
 from tests.browser import Browser, chromium_path
 from tests.conftest import REPO, modelsci
-from analyses.hallucination.toy import train_denoiser
 from tests.models import breast_cancer_skops, write_manifest
 
 SCREENS = REPO / "tests" / "_screens"

@@ -9,8 +9,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-import catalogue
-from schemas.identity import sha256_file
+from modelsci import catalogue
+from modelsci.schemas.identity import sha256_file
 from tests.conftest import accuracy_bundle, modelsci
 
 WRITES = {
@@ -61,7 +61,7 @@ def test_the_cli_refuses_a_write_with_a_clear_message_and_exit_code(filled) -> N
 
 def test_writes_fail_even_past_the_statement_check(filled) -> None:
     """Layers two and three on their own: a locked-down read-only connection."""
-    from catalogue.readonly import lock_down
+    from modelsci.catalogue.readonly import lock_down
 
     with filled.reader() as con:
         lock_down(con, filled.root, "")

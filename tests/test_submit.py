@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,20 +14,27 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 
-import catalogue
-from catalogue.integrity import check
-from ingest.loading import load_model, resolve_device
-from ingest.models import resolve_model
-from schemas.manifest import ModelSpec
+from modelsci import catalogue
+from modelsci.catalogue.integrity import check
+from modelsci.ingest.loading import load_model, resolve_device
+from modelsci.ingest.models import resolve_model
+from modelsci.schemas.manifest import ModelSpec
 from tests.conftest import MODELSCI, modelsci
-from tests.models import breast_cancer_skops, installed_plugin, hf_cache_with_minilm, sentence_pairs, tiny_bert_classifier, write_manifest
+from tests.models import (
+    breast_cancer_skops,
+    hf_cache_with_minilm,
+    installed_plugin,
+    sentence_pairs,
+    tiny_bert_classifier,
+    write_manifest,
+)
 
 PLUGIN = '''
 import os
 import time
 from pydantic import BaseModel, ConfigDict
-from analyses.base import AnalysisPlugin
-from schemas.entities import Pillar
+from modelsci.analyses.base import AnalysisPlugin
+from modelsci.schemas.entities import Pillar
 
 
 class Params(BaseModel):

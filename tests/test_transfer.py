@@ -9,10 +9,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-import catalogue
-from catalogue.integrity import check
-from catalogue.transfer import ExportError, export, import_export
-from schemas import FindingLink
+from modelsci import catalogue
+from modelsci.catalogue.integrity import check
+from modelsci.catalogue.transfer import ExportError, export, import_export
+from modelsci.schemas import FindingLink
 from tests.conftest import accuracy_bundle, modelsci, toy_model
 
 QUERIES = [

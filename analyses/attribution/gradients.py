@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from analyses.attribution.report import ExampleAttribution, add_attribution_findings
-from analyses.base import AnalysisPlugin, RunContext
-from analyses.games.inputs import ExplainParams, games_for, image_shape
-from schemas.entities import Pillar
+from modelsci.analyses.attribution.report import ExampleAttribution, add_attribution_findings
+from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.games.inputs import ExplainParams, games_for, image_shape
+from modelsci.schemas.entities import Pillar
 
 __all__ = ["GradientXInput", "IntegratedGradients", "Occlusion", "captum_attributions", "text_attributions"]
 

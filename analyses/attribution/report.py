@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from analyses.base import RunContext
-from analyses.games.evaluator import GameEvaluator
-from analyses.games.indices import reconstruction_r2
-from analyses.stats import bootstrap_ci
+from modelsci.analyses.base import RunContext
+from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.analyses.games.indices import reconstruction_r2
+from modelsci.analyses.stats import bootstrap_ci
 
 __all__ = ["ExampleAttribution", "add_attribution_findings", "faithfulness_curves"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses.attribution.report import ExampleAttribution, add_attribution_findings
-from analyses.base import AnalysisPlugin, RunContext
-from analyses.games.indices import _approximator, shapley_interactions
-from analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
-from schemas.entities import Pillar
+from modelsci.analyses.attribution.report import ExampleAttribution, add_attribution_findings
+from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.games.indices import _approximator, shapley_interactions
+from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
+from modelsci.schemas.entities import Pillar
 
 __all__ = ["KernelShap", "ShapleyValues"]
 

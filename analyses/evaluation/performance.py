@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 from sklearn import metrics
 
-from analyses.base import AnalysisPlugin, RunContext
-from analyses.stats import bootstrap_ci
-from schemas.entities import Pillar
+from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.stats import bootstrap_ci
+from modelsci.schemas.entities import Pillar
 
 __all__ = ["Performance", "expected_calibration_error"]
 

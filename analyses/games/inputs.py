@@ -13,8 +13,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from analyses.games.evaluator import GameEvaluator
-from analyses.games.maskers import ImageMasker, PairEncoderMasker, TabularMasker, TextClassifierMasker, baseline_rows
+from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.analyses.games.maskers import (
+    ImageMasker,
+    PairEncoderMasker,
+    TabularMasker,
+    TextClassifierMasker,
+    baseline_rows,
+)
 
 __all__ = ["EXPLAINABLE_TASKS", "ExplainParams", "games_for", "image_shape"]
 

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ingest.models import CONFIG_NAME, read_json
+from modelsci.ingest.architectures import CONFIG_NAME
+from modelsci.ingest.models import read_json
 
 __all__ = ["DiffusionModel", "Schedule", "diffusion_model", "sample"]
 

@@ -15,12 +15,16 @@ to O(σ²); high values flag samples off the data's manifold.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 
-from analyses.hallucination.diffusion import DiffusionModel
+from modelsci.analyses.hallucination.diffusion import DiffusionModel
+from modelsci.analyses.hallucination.filters import FilterParams
 
-__all__ = ["lid_dsm", "lid_flipd"]
+__all__ = ["LidParams", "lid_dsm", "lid_flipd", "lid_scores"]
 
 
 def _sigma(model: DiffusionModel, t: int) -> tuple[float, float]:
@@ -54,3 +58,21 @@ def lid_flipd(model: DiffusionModel, x: torch.Tensor, t: int, probes: int, gener
     trace /= probes
     norm = eps.detach().reshape(x.shape[0], -1).pow(2).sum(1)
     return (dims - sigma * trace.detach() + norm).cpu().numpy()
+
+
+class LidParams(FilterParams):
+    t_star: int = Field(default=2, ge=0, description="Small timestep at which the estimators look.")
+    draws: int = Field(default=8, ge=1, description="DSM: noise draws per sample.")
+    probes: int = Field(default=8, ge=1, description="FLIPD: Hutchinson probes per sample.")
+    estimator: Literal["dsm", "flipd"] = Field(default="dsm", description="Which estimator's score is filtered (both are reported).")
+
+
+def lid_scores(model: DiffusionModel, samples: np.ndarray, params: LidParams, seed: int) -> dict[str, np.ndarray]:
+    generator = torch.Generator().manual_seed(seed + 1)
+    x = torch.as_tensor(samples, dtype=torch.float64)
+    out = {"dsm": [], "flipd": []}
+    for start in range(0, len(x), params.batch_size):
+        batch = x[start:start + params.batch_size]
+        out["dsm"].append(lid_dsm(model, batch, params.t_star, params.draws, generator))
+        out["flipd"].append(lid_flipd(model, batch, params.t_star, params.probes, generator))
+    return {k: np.concatenate(v) for k, v in out.items()}

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.hallucination.diffusion import Schedule
-from ingest.architectures import DenoiserMLP, save_torch_model
+from modelsci.analyses.hallucination.diffusion import Schedule
+from modelsci.ingest.architectures import DenoiserMLP, save_torch_model
 
 __all__ = ["ground_truth", "grid_modes", "train_denoiser"]
 

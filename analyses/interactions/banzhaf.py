@@ -13,12 +13,12 @@ import math
 import numpy as np
 from pydantic import Field
 
-from analyses.base import AnalysisPlugin, RunContext
-from analyses.games.indices import weighted_banzhaf
-from analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
-from analyses.games.maskers import PairEncoderMasker
-from analyses.interactions.report import add_interaction_findings, example_interactions
-from schemas.entities import Pillar
+from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.games.indices import weighted_banzhaf
+from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
+from modelsci.analyses.games.maskers import PairEncoderMasker
+from modelsci.analyses.interactions.report import add_interaction_findings, example_interactions
+from modelsci.schemas.entities import Pillar
 
 __all__ = ["WeightedBanzhaf", "product_sampler"]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from analyses.base import AnalysisPlugin, RunContext
-from analyses.games.indices import meta_attributions
-from analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
-from schemas.entities import Pillar
+from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.games.indices import meta_attributions
+from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
+from modelsci.schemas.entities import Pillar
 
 __all__ = ["MetaAttributions", "meta_table"]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from analyses.base import RunContext
-from analyses.games.evaluator import GameEvaluator
-from analyses.games.indices import Interactions, reconstruction_r2
+from modelsci.analyses.base import RunContext
+from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.analyses.games.indices import Interactions, reconstruction_r2
 
 __all__ = ["ExampleInteractions", "add_interaction_findings", "interaction_table"]
 

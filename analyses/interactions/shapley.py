@@ -10,11 +10,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from analyses.base import AnalysisPlugin, RunContext
-from analyses.games.indices import shapley_interactions
-from analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
-from analyses.interactions.report import add_interaction_findings, example_interactions
-from schemas.entities import Pillar
+from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.games.indices import shapley_interactions
+from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
+from modelsci.analyses.interactions.report import add_interaction_findings, example_interactions
+from modelsci.schemas.entities import Pillar
 
 __all__ = ["ShapleyInteractions"]
 

@@ -18,9 +18,12 @@ probabilities ``scores`` (m, n, k).
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
-__all__ = ["ambiguity", "disagreement", "discrepancy", "flips", "obscurity", "rashomon_capacity",
-           "viable_prediction_range"]
+from modelsci.analyses.stats import bootstrap_ci
+
+__all__ = ["ambiguity", "disagreement", "discrepancy", "flips", "multiplicity_metrics", "obscurity",
+           "rashomon_capacity", "viable_prediction_range"]
 
 
 def flips(reference: np.ndarray, members: np.ndarray) -> np.ndarray:
@@ -81,3 +84,38 @@ def _capacity_bits(channel: np.ndarray, iterations: int, tol: float) -> float:
         if upper - lower < tol:
             break
     return max(capacity, 0.0)
+
+
+def multiplicity_metrics(reference_scores: np.ndarray, member_scores: np.ndarray, y: np.ndarray,
+                         classes: np.ndarray, rng: np.random.Generator, n_bootstrap: int,
+                         ) -> tuple[dict[str, tuple[float, tuple[float, float]]], pa.Table, pa.Table]:
+    """Each metric's value and CI, the per-point table and the long-form predictions."""
+    reference = classes[reference_scores.argmax(1)]
+    members = classes[member_scores.argmax(2)]
+    flipped = flips(reference, members)
+    true_index = np.searchsorted(classes, y)
+    per_point = {
+        "flipped_by_any": flipped.any(0).astype(float),
+        "share_of_members_flipping": flipped.mean(0),
+        "disagreement": disagreement(members, classes),
+        "viable_prediction_range": viable_prediction_range(member_scores, true_index),
+        "rashomon_capacity": rashomon_capacity(member_scores),
+    }
+    stats_ = {
+        "ambiguity": lambda i: float(flipped[:, i].any(0).mean()),
+        "discrepancy": lambda i: float(flipped[:, i].mean(1).max()),
+        "obscurity": lambda i: float(flipped[:, i].mean(0).mean()),
+        "mean_disagreement": lambda i: float(per_point["disagreement"][i].mean()),
+        "mean_viable_prediction_range": lambda i: float(per_point["viable_prediction_range"][i].mean()),
+        "mean_rashomon_capacity": lambda i: float(per_point["rashomon_capacity"][i].mean()),
+    }
+    n = len(y)
+    values = {name: (fn(np.arange(n)), bootstrap_ci(fn, n, rng, n_bootstrap)) for name, fn in stats_.items()}
+    points = pa.table({"example": np.arange(n), **per_point})
+    m = members.shape[0]
+    predictions = pa.table({
+        "example": np.tile(np.arange(n), m), "member": np.repeat(np.arange(m), n),
+        "prediction": pa.array(members.reshape(-1).tolist()).cast(pa.string()),
+        "reference": pa.array(np.tile(reference, m).tolist()).cast(pa.string()),
+    })
+    return values, points, predictions

@@ -13,18 +13,22 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.base import clone
 from sklearn.metrics import log_loss
 
-from ingest.models import skops_parameter_count
-from schemas.entities import ModelInstance
-from schemas.identity import skops_hash, tensor_hash_of_arrays
+from modelsci.analyses.base import RunContext
+from modelsci.ingest.architectures import CONFIG_NAME
+from modelsci.ingest.models import read_json, skops_parameter_count
+from modelsci.schemas.entities import ModelInstance
+from modelsci.schemas.identity import skops_hash, tensor_hash_of_arrays
 
-__all__ = ["Candidate", "build_candidates", "losses", "member_instance", "scores_of", "select", "training_split"]
+__all__ = ["Candidate", "RashomonParams", "build_candidates", "losses", "member_instance", "rashomon_members",
+           "scores_of", "select", "splits"]
 
 
 @dataclass
@@ -32,23 +36,6 @@ class Candidate:
     model: Any              # a fitted estimator, or a torch module reading raw features
     description: dict[str, Any]
     loss: float = float("nan")
-
-
-def training_split(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The train split behind an ``sklearn://`` test split (same seed and share)."""
-    from ingest.datasets import resolve_dataset
-    from schemas.manifest import DatasetSpec
-
-    entity = dataset.entity
-    split = entity.features.get("split")
-    if not entity.source_uri.startswith("sklearn://") or split is None:
-        raise ValueError("a Rashomon set retrains the model, so it needs the training split: use an "
-                         "sklearn:// dataset (its seeded train/test split is recorded)")
-    spec = DatasetSpec(source=entity.source_uri, split="train", test_size=split["test_size"],
-                       split_seed=split["random_state"], columns={"features": dataset.feature_names,
-                                                                   "label": dataset.roles["label"]})
-    train = resolve_dataset(spec, "tabular-classification")
-    return train.features(), train.labels()
 
 
 def scores_of(model: Any, x: np.ndarray) -> np.ndarray:
@@ -98,7 +85,7 @@ def build_candidates(reference: Any, framework: str, config: dict[str, Any], x: 
 
 
 def _train_mlp(args: dict[str, Any], x: np.ndarray, y: np.ndarray, seed: int, epochs: int) -> torch.nn.Module:
-    from ingest.architectures import MLP
+    from modelsci.ingest.architectures import MLP
 
     torch.manual_seed(seed)
     mean, std = x.mean(0), x.std(0) + 1e-12
@@ -148,3 +135,49 @@ def member_instance(model: Any, reference: ModelInstance, index: int) -> ModelIn
         card={"derived_from": reference.id, "how": "retrained on a bootstrap resample of the training split"},
     )
 
+
+class RashomonParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_candidates: int = Field(default=40, ge=2, description="Models retrained; those within epsilon form the set.")
+    epsilon: float = Field(default=0.02, gt=0, description="How far from the best loss a member may be.")
+    epsilon_mode: Literal["additive", "relative"] = Field(default="additive", description="loss <= best + eps, or <= best x (1 + eps).")
+    loss_on: Literal["train", "test"] = Field(default="train", description="Split whose log loss decides membership.")
+    n_bootstrap: int = Field(default=500, ge=100, description="Bootstrap resamples (over points) for the CIs.")
+    epochs: int = Field(default=200, ge=1, description="Training epochs of each PyTorch MLP member.")
+    importance_repeats: int = Field(default=3, ge=1, description="Permutation-importance repeats per member.")
+
+
+def _framework_config(ctx: RunContext) -> tuple[str, dict[str, Any]]:
+    handle = ctx.model.handle
+    config = read_json(handle.path / CONFIG_NAME) if handle.framework == "torch" else {}
+    return handle.framework, config
+
+
+def rashomon_members(ctx: RunContext, params: RashomonParams, x_train: np.ndarray, y_train: np.ndarray,
+                     reference: Any, x_test: np.ndarray, y_test: np.ndarray, classes: np.ndarray,
+                     ) -> tuple[list[Candidate], dict[str, Any]]:
+    """The candidates within epsilon of the best loss (the set), and how the set was chosen."""
+    framework, config = _framework_config(ctx)
+    candidates = build_candidates(reference, framework, config, x_train, y_train, params.n_candidates,
+                                  ctx.rng, params.epochs)
+    x_loss, y_loss = (x_train, y_train) if params.loss_on == "train" else (x_test, y_test)
+    candidate_losses = losses([c.model for c in candidates], x_loss, y_loss, classes)
+    reference_loss = float(losses([reference], x_loss, y_loss, classes)[0])
+    keep, best, bound = select(candidate_losses, reference_loss, params.epsilon, params.epsilon_mode)
+    members = [c for c, k in zip(candidates, keep) if k]
+    for c, loss in zip(candidates, candidate_losses):
+        c.loss = float(loss)
+    info = {"epsilon": params.epsilon, "epsilon_mode": params.epsilon_mode, "loss": "log loss",
+            "loss_on": params.loss_on, "best_loss": best, "bound": bound, "reference_loss": reference_loss,
+            "candidates": len(candidates), "members": len(members)}
+    return members, info
+
+
+def splits(ctx: RunContext) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train features and labels, test features and labels, and every class either split holds."""
+    if ctx.train is None:
+        raise ValueError("a Rashomon set retrains the model, so it needs the training split: use an "
+                         "sklearn:// dataset (its seeded train/test split is recorded)")
+    x_train, y_train = ctx.train.features(), ctx.train.labels()
+    x_test, y_test = ctx.dataset.features(), ctx.dataset.labels()
+    return x_train, y_train, x_test, y_test, np.unique(np.concatenate([y_train, y_test]))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from catalogue.queue import QueuedRun
-from ingest.executor import Reporter
-from schemas.entities import Run
+from modelsci.executors.execution import Reporter
+from modelsci.schemas.entities import Run
+from modelsci.schemas.queued_run import QueuedRun
 
 __all__ = ["ProgressReporter"]
 
@@ -28,7 +30,7 @@ class ProgressReporter(Reporter):
                  tb: TracebackType | None) -> None:
         self.progress.stop()
 
-    def started(self, run: QueuedRun):  # type: ignore[override]
+    def started(self, run: QueuedRun) -> Callable[[float, float], None]:
         task = self.progress.add_task(f"{run.analysis_id} on {run.model_id[7:19]} seed {run.seed}",
                                       total=None, state="running")
         self.tasks[run.run_id] = task
@@ -36,5 +38,5 @@ class ProgressReporter(Reporter):
 
     def finished(self, run: QueuedRun, result: Run) -> None:
         task = self.tasks.pop(run.run_id)
-        state = "[green]succeeded" if result.status == "succeeded" else f"[red]failed: {result.error}"
+        state = "[green]succeeded" if result.status == "succeeded" else f"[red]failed: {escape(result.error or '')}"
         self.progress.update(task, total=1, completed=1, state=state)

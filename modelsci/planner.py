@@ -15,15 +15,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from analyses.base import registry
-from catalogue.queue import QueuedRun
-from catalogue.store import Catalogue
-from ingest.datasets import DatasetError, DatasetHandle, resolve_dataset
-from ingest.hub import HubError
-from ingest.models import ModelError, ModelHandle, resolve_model
-from schemas.bundle import ResultBundle, params_hash
-from schemas.identity import content_id
-from schemas.manifest import DatasetSpec, Manifest, ManifestError, ModelSpec, parse_manifest, problem_at
+from modelsci.analyses.base import registry, unavailable
+from modelsci.catalogue.store import Catalogue
+from modelsci.ingest.datasets import DatasetError, DatasetHandle, resolve_dataset
+from modelsci.ingest.hub import HubError
+from modelsci.ingest.models import ModelError, ModelHandle, resolve_model
+from modelsci.schemas.bundle import ResultBundle, params_hash
+from modelsci.schemas.identity import content_id
+from modelsci.schemas.manifest import DatasetSpec, Manifest, ManifestError, ModelSpec, parse_manifest, problem_at
+from modelsci.schemas.queued_run import QueuedRun
 
 __all__ = ["Submission", "plan_runs", "read_manifest", "submit"]
 
@@ -55,7 +55,8 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False,
     plugins = registry()
     problems: list[str] = []
     try:
-        manifest: Manifest | None = parse_manifest(manifest_text, {n: p.Params for n, p in plugins.items()})
+        manifest: Manifest | None = parse_manifest(manifest_text, {n: p.Params for n, p in plugins.items()},
+                                                   {n: u.install for n, u in unavailable().items()})
     except ManifestError as exc:
         problems, manifest = exc.problems, None
     # Resolve what is valid even when other parts are not, so every problem shows at once.

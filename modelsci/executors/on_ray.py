@@ -9,9 +9,11 @@ Ctrl-C, or a lost worker, puts the unfinished runs back in the queue.
 
 from __future__ import annotations
 
-from catalogue.queue import QueuedRun, worker_name
-from catalogue.store import Catalogue
-from ingest.executor import QueueSummary, Reporter, execute, failed_bundle, land_result
+from modelsci.catalogue.queue import worker_name
+from modelsci.catalogue.store import Catalogue
+from modelsci.executors.execution import QueueSummary, Reporter, execute, failed_bundle, land
+from modelsci.schemas.errors import MissingExtraError
+from modelsci.schemas.queued_run import QueuedRun
 
 __all__ = ["run_queue_on_ray"]
 
@@ -30,7 +32,7 @@ def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, report
     try:
         import ray
     except ImportError:
-        raise ImportError("the Ray executor needs Ray: pip install 'modelsci[ray]'") from None
+        raise MissingExtraError("the Ray executor needs Ray: pip install 'modelsci[ray]'") from None
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -60,7 +62,7 @@ def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, report
                     bundle = ray.get(ref)
                 except Exception as exc:  # the task's worker died
                     bundle = failed_bundle(queued, device, exc)
-                land_result(cat, queued, bundle, reporter, summary)
+                land(cat, queued, bundle, reporter, summary)
     except BaseException:
         cat.release([q.run_id for q in in_flight.values()])
         raise

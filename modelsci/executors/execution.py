@@ -1,10 +1,8 @@
-"""The local executor: claim queued runs, run each analysis, land each result bundle.
+"""Executing one queued run, and landing its result: what every executor shares.
 
-Analyses run in this process (``jobs=1``) or in a pool of worker processes (``jobs>1``);
-either way workers only return bundles and this process alone commits them. A run that
-raises lands as a failed Run with its error and traceback, and the queue goes on. Ctrl-C puts
-the runs in flight back in the queue; a kill leaves them claimed by a dead process, and the
-next ``modelsci run`` takes them again.
+A worker only executes (load the model and data, run the analysis, return a bundle); the
+process that claimed the run lands the bundle, so one process commits. A run that raises
+lands as a failed Run with its error and traceback.
 """
 
 from __future__ import annotations
@@ -13,27 +11,26 @@ import resource
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 from threadpoolctl import threadpool_limits
 
-from analyses.base import RunContext, registry
-from catalogue.queue import QueuedRun, worker_name
-from catalogue.store import Catalogue
-from ingest.datasets import DatasetHandle, resolve_dataset
-from ingest.environment import device_name, environment
-from ingest.loading import LoadedModel, load_model, resolve_device
-from ingest.models import ModelError, ModelHandle, detect_framework, resolve_model, weights_identity
-from schemas.bundle import ResultBundle, params_hash
-from schemas.entities import ModelInstance, Run
-from schemas.manifest import DatasetSpec, ModelSpec
+from modelsci.analyses.base import RunContext, registry
+from modelsci.catalogue.queue import worker_name
+from modelsci.catalogue.store import Catalogue
+from modelsci.ingest.datasets import DatasetHandle, resolve_dataset, training_split
+from modelsci.ingest.loading import LoadedModel, load_model
+from modelsci.ingest.models import ModelError, ModelHandle, detect_framework, resolve_model, weights_identity
+from modelsci.provenance import device_name, environment
+from modelsci.schemas.bundle import ResultBundle, params_hash
+from modelsci.schemas.entities import ModelInstance, Run
+from modelsci.schemas.manifest import DatasetSpec, ModelSpec
+from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle", "land_result", "run_queue"]
+__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle", "land"]
 
 Progress = Callable[[float, float], None]
 
@@ -54,53 +51,6 @@ class Reporter:
         pass
 
 
-def run_queue(cat: Catalogue, *, device: str = "auto", jobs: int = 1, executor: str = "local",
-              address: str | None = None, reporter: Reporter | None = None) -> QueueSummary:
-    """Execute queued runs until the queue is empty; returns which succeeded and which failed.
-
-    ``executor="ray"`` runs them as Ray tasks (a local Ray, or the cluster at ``address``);
-    workers return bundles and this process alone commits them.
-    """
-    if executor == "ray":
-        from ingest.ray_executor import run_queue_on_ray
-
-        return run_queue_on_ray(cat, device=device, address=address, reporter=reporter or Reporter())
-    if executor != "local":
-        raise ValueError(f"--executor must be local or ray, not {executor!r}")
-    device = resolve_device(device)
-    reporter = reporter or Reporter()
-    worker = worker_name()
-    summary = QueueSummary()
-    in_flight: dict[Future[ResultBundle], QueuedRun] = {}
-    current: list[QueuedRun] = []
-    try:
-        if jobs <= 1:
-            while (queued := cat.claim(worker)) is not None:
-                current[:] = [queued]
-                _land(cat, queued, execute(queued, device, reporter.started(queued)), reporter, summary)
-                current.clear()
-        else:
-            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-                while True:
-                    while len(in_flight) < jobs and (queued := cat.claim(worker)) is not None:
-                        reporter.started(queued)
-                        in_flight[pool.submit(execute, queued, device)] = queued
-                    if not in_flight:
-                        break
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        queued = in_flight.pop(future)
-                        try:
-                            bundle = future.result()
-                        except Exception as exc:  # the worker process itself died
-                            bundle = _failed(queued, device, exc, started=None)
-                        _land(cat, queued, bundle, reporter, summary)
-    except BaseException:
-        cat.release([q.run_id for q in [*current, *in_flight.values()]])
-        raise
-    return summary
-
-
 def execute(queued: QueuedRun, device: str, progress: Progress | None = None) -> ResultBundle:
     """Run one queued run; the bundle holds its Run (succeeded or failed) and its findings."""
     started = datetime.now(UTC).replace(tzinfo=None)
@@ -116,9 +66,10 @@ def execute(queued: QueuedRun, device: str, progress: Progress | None = None) ->
         plugin = plugin_cls()
         model = _load(queued, device)
         dataset = _dataset(queued)
+        train = _training_split(dataset, queued) if plugin_cls.needs_training_data and dataset else None
         torch.manual_seed(queued.seed)
         run = _run_row(queued, device, started)
-        ctx = RunContext(run=run, model=model, dataset=dataset,
+        ctx = RunContext(run=run, model=model, dataset=dataset, train=train,
                          params=plugin_cls.Params.model_validate(queued.params), device=device,
                          seed=queued.seed, progress=progress or (lambda done, total: None))
         # One BLAS thread: summation order, and so the last bits of every regression, must not
@@ -135,13 +86,7 @@ def execute(queued: QueuedRun, device: str, progress: Progress | None = None) ->
     return bundle
 
 
-def land_result(cat: Catalogue, queued: QueuedRun, bundle: ResultBundle, reporter: Reporter,
-                summary: QueueSummary) -> None:
-    """Commit one run's bundle (for executors other than this module's)."""
-    _land(cat, queued, bundle, reporter, summary)
-
-
-def _land(cat: Catalogue, queued: QueuedRun, bundle: ResultBundle, reporter: Reporter,
+def land(cat: Catalogue, queued: QueuedRun, bundle: ResultBundle, reporter: Reporter,
           summary: QueueSummary) -> None:
     """Commit a run's bundle; a bundle the catalogue refuses lands as a failed run instead."""
     run = bundle.runs[-1]
@@ -235,4 +180,8 @@ def _dataset(queued: QueuedRun) -> DatasetHandle | None:
         _DATASETS.clear()
         _DATASETS[handle.id] = handle
     return _DATASETS[queued.dataset_id]
+
+
+def _training_split(dataset: DatasetHandle, queued: QueuedRun) -> DatasetHandle | None:
+    return training_split(dataset, queued.model_spec["task"])
 

@@ -1,4 +1,9 @@
-"""The ``modelsci`` command: each command parses its options and calls one library function."""
+"""The ``modelsci`` command: each command parses its options and calls one library function.
+
+Errors: modelsci's own (``ModelsciError``: a bad manifest, model, query or path, a busy
+catalogue) and a file that cannot be read or written print one line and exit 1; Click's
+usage errors exit 2; anything else is a bug in modelsci, printed with its traceback, exit 70.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import csv
 import io
 import json
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -18,13 +26,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-import catalogue
-from catalogue.integrity import check as check_catalogue
-from catalogue.transfer import ExportError, export as export_catalogue, import_export
-from ingest.datasets import DatasetError
-from ingest.hub import HubError
-from ingest.models import ModelError
-from schemas.manifest import ManifestError
+import modelsci
+from modelsci import catalogue
+from modelsci.catalogue.integrity import check as check_catalogue
+from modelsci.catalogue.transfer import export as export_catalogue
+from modelsci.catalogue.transfer import import_export
+from modelsci.schemas.errors import MissingExtraError, ModelsciError
 
 app = typer.Typer(
     name="modelsci",
@@ -33,14 +40,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+# Text from users and contributors (sources, names, SQL errors) is printed literally: no markup.
+console = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
-# Errors that are the user's input or the catalogue's state, not a bug: shown in one line.
-_USER_ERRORS = (
-    ImportError, ManifestError, ModelError, DatasetError, HubError, catalogue.BundleError, catalogue.CatalogueBusyError, catalogue.ReadOnlySQLError,
-    catalogue.UnknownCommitError, ExportError, LookupError, OSError, duckdb.Error,
-)
+BUG_EXIT_CODE = 70  # EX_SOFTWARE: not 1 (user errors) and not 2 (Click's usage errors)
 
 _state: dict[str, Any] = {"catalogue": None}
 
@@ -58,8 +62,16 @@ AsOfOption = Annotated[str | None, typer.Option(
     "--as-of", help="Answer as the catalogue stood after this commit (id, id prefix or seq).")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"modelsci {modelsci.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(catalogue_dir: CatalogueOption = None) -> None:
+def _main(catalogue_dir: CatalogueOption = None,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
     _state["catalogue"] = catalogue_dir
 
 
@@ -68,8 +80,22 @@ def _open() -> catalogue.Catalogue:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    _print_error(message)
     raise typer.Exit(code)
+
+
+def _print_error(message: str) -> None:
+    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+@contextmanager
+def _needs(extras: str, command: str) -> Iterator[None]:
+    """Imports for ``command`` that come with optional extras: a missing one says how to install it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(f"modelsci {command} needs {exc.name}, which is not installed: "
+                                f"pip install 'modelsci[{extras}]'") from None
 
 
 def _emit(table: pa.Table, fmt: Format = Format.table, out: Path | None = None) -> None:
@@ -116,7 +142,11 @@ def sql(
 
     Example: modelsci sql "SELECT kind, subject, value FROM findings_current" --format csv
     """
-    _emit(_open().sql(query, as_of=as_of), fmt, out)
+    try:
+        table = _open().sql(query, as_of=as_of)
+    except duckdb.Error as exc:  # the query is the user's: its errors are theirs to fix
+        _fail(str(exc))
+    _emit(table, fmt, out)
 
 
 @app.command()
@@ -172,13 +202,12 @@ def check() -> None:
     """
     report = check_catalogue(_open())
     for note in report.notes:
-        err.print(f"note: {note}", highlight=False)
+        err.print(f"note: {note}")
     for problem in report.problems:
-        err.print(f"[red]problem:[/] {problem}", highlight=False)
+        err.print(Text.assemble(("problem:", "red"), f" {problem}"))
     if not report.ok:
         _fail(f"{len(report.problems)} problem(s) found")
-    console.print(f"ok: catalogue consistent, {report.artifacts_checked} artifact file(s) verified",
-                  highlight=False)
+    console.print(f"ok: catalogue consistent, {report.artifacts_checked} artifact file(s) verified")
 
 
 @app.command("export")
@@ -193,7 +222,7 @@ def export_(
     manifest = export_catalogue(_open(), out, as_of=as_of)
     rows = sum(t["rows"] for t in manifest["tables"].values())
     console.print(f"exported {rows} rows in {len(manifest['tables'])} tables and "
-                  f"{manifest['artifacts']['files']} artifact files to {out}", highlight=False)
+                  f"{manifest['artifacts']['files']} artifact files to {out}")
 
 
 @app.command("import")
@@ -204,7 +233,7 @@ def import_(src: Annotated[Path, typer.Argument(help="An export folder.")]) -> N
     """
     report = import_export(_open(), src)
     console.print(f"imported {len(report.landed)} commit(s); {len(report.already_present)} "
-                  "already present", highlight=False)
+                  "already present")
 
 
 @app.command()
@@ -219,21 +248,23 @@ def submit(
     Every problem in the manifest is reported at once, with its place in the YAML.
     Example: modelsci submit examples/sklearn-breast-cancer.yaml --run
     """
-    from ingest.planner import read_manifest, submit as submit_manifest
+    with _needs("hf", "submit"):
+        from modelsci.planner import read_manifest
+        from modelsci.planner import submit as submit_manifest
 
     cat = _open()
     with console.status("resolving the model and dataset ..."):
         submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun, base_dir=manifest.parent)
     console.print(f"model   {submission.model.id}  ({submission.model.framework}, "
-                  f"{submission.model.instance.source_uri})", highlight=False)
+                  f"{submission.model.instance.source_uri})")
     if submission.dataset is not None:
         console.print(f"dataset {submission.dataset.id}  ({submission.dataset.entity.source_uri}, "
-                      f"{submission.dataset.entity.rows} rows)", highlight=False)
+                      f"{submission.dataset.entity.rows} rows)")
     for run_id in submission.queued:
-        console.print(f"queued  {run_id}", highlight=False)
+        console.print(f"queued  {run_id}")
     if submission.already_planned:
         console.print(f"{len(submission.already_planned)} run(s) already planned, not queued again "
-                      "(--rerun to make new versions)", highlight=False)
+                      "(--rerun to make new versions)")
     if run_now:
         _run_queue(cat, device, 1)
 
@@ -255,13 +286,14 @@ def run_(
 
 def _run_queue(cat: catalogue.Catalogue, device: str, jobs: int, executor: str = "local",
                address: str | None = None) -> None:
-    from catalogue.progress import ProgressReporter
-    from ingest.executor import run_queue
+    with _needs("hf", "run"):
+        from modelsci.executors import run_queue
+        from modelsci.progress import ProgressReporter
 
     with ProgressReporter(console) as reporter:
         summary = run_queue(cat, device=device, jobs=jobs, executor=executor, address=address, reporter=reporter)
     console.print(f"{len(summary.succeeded)} run(s) succeeded, {len(summary.failed)} failed"
-                  + (" (see `modelsci status`)" if summary.failed else ""), highlight=False)
+                  + (" (see `modelsci status`)" if summary.failed else ""))
     if summary.failed:
         raise typer.Exit(1)
 
@@ -278,27 +310,31 @@ def status(
     counts = {s: queue.column("status").to_pylist().count(s) for s in ("queued", "running", "succeeded", "failed")}
     _emit(queue.drop_columns(["traceback"]), fmt)
     if fmt is Format.table:
-        console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+        console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
 @app.command()
 def analyses() -> None:
-    """List the registered analyses with their parameters and defaults.
+    """List the registered analyses with their parameters and defaults, and those not installed.
 
     Example: modelsci analyses
     """
-    from analyses.base import registry
+    from modelsci.analyses.base import registry, unavailable
 
     for name, plugin in registry().items():
-        console.print(f"[bold]{name}[/] @{plugin.version}  ({plugin.family}, {plugin.pillar.value})",
-                      highlight=False)
-        console.print(f"  {plugin.description}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble((name, "bold"), f" @{plugin.version}  ({plugin.family}, {plugin.pillar.value})"))
+        console.print(f"  {plugin.description}", soft_wrap=True)
         if plugin.tasks:
-            console.print(f"  tasks: {', '.join(sorted(plugin.tasks))}", highlight=False)
+            console.print(f"  tasks: {', '.join(sorted(plugin.tasks))}")
         for field_name, info in plugin.Params.model_fields.items():
             kind = getattr(info.annotation, "__name__", str(info.annotation))
-            console.print(f"  {field_name}: {kind} = {info.default!r}  {info.description or ''}",
-                          highlight=False)
+            console.print(f"  {field_name}: {kind} = {info.default!r}  {info.description or ''}")
+    missing = unavailable()
+    if missing:
+        console.print(Text("\nunavailable here (what they need is not installed):", style="bold"))
+    for name, entry in missing.items():
+        console.print(f"  {name}: {entry.install}", soft_wrap=True)
+        console.print(f"    missing: {', '.join(entry.missing)}", soft_wrap=True)
 
 
 site_app = typer.Typer(help="Build or serve the catalogue's static site.", no_args_is_help=True)
@@ -314,13 +350,14 @@ def site_build(
 
     Example: modelsci site build --out ./public
     """
-    from catalogue.site_build import build_site
+    with _needs("site", "site build"):
+        from modelsci.site_build import build_site
 
     with console.status("building the site ..."):
         report = build_site(_open(), out, max_finding_pages=max_finding_pages)
     for note in report.notes:
-        err.print(f"note: {note}", highlight=False)
-    console.print(f"site: {report.out / 'index.html'} ({report.pages} pages)", highlight=False)
+        err.print(f"note: {note}")
+    console.print(f"site: {report.out / 'index.html'} ({report.pages} pages)")
 
 
 @site_app.command("serve")
@@ -340,7 +377,7 @@ def site_serve(
         _fail(f"no built site at {root}; run `modelsci site build` first")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
-        console.print(f"serving {root} at http://127.0.0.1:{port}/ (Ctrl-C to stop)", highlight=False)
+        console.print(f"serving {root} at http://127.0.0.1:{port}/ (Ctrl-C to stop)")
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -357,15 +394,33 @@ def demo(
 
     Example: modelsci demo
     """
-    from catalogue.demo import run_demo
+    with _needs("demo", "demo"):
+        from modelsci.demo import run_demo
 
     run_demo(_open(), console, large=large, executor=executor, address=address)
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one line and exit code 1."""
+    """Console-script entry point: user errors in one line (exit 1), bugs with a traceback (exit 70)."""
     try:
         app()
-    except _USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except ModelsciError as exc:
+        _print_error(str(exc))
         sys.exit(1)
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user named: ours to fix
+            _report_bug(exc)
+        _print_error(f"{exc.strerror or exc}: {exc.filename}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        _report_bug(exc)
+
+
+def _report_bug(exc: BaseException) -> NoReturn:
+    err.print("".join(traceback.format_exception(exc)), end="")
+    _print_error(f"this is a bug in modelsci {modelsci.__version__} ({type(exc).__name__}); "
+                 "please report it with the traceback above")
+    sys.exit(BUG_EXIT_CODE)

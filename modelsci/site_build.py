@@ -12,7 +12,9 @@ search index, which keeps the index to the pages' prose (see the README's site s
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -25,14 +27,13 @@ import jinja2
 import numpy as np
 import pyarrow.parquet as pq
 
-from catalogue import plots
-from catalogue.schema import TABLES
-from catalogue.store import Catalogue
-from catalogue.transfer import export
+from modelsci import plots
+from modelsci.catalogue.schema import TABLES
+from modelsci.catalogue.store import Catalogue
+from modelsci.catalogue.transfer import export
+from modelsci.resources import site_sources
 
-__all__ = ["SITE_SOURCES", "SiteReport", "build_site"]
-
-SITE_SOURCES = Path(__file__).resolve().parent.parent / "site"
+__all__ = ["SiteReport", "build_site"]
 MAX_FINDING_PAGES = 5000
 _DUCKDB_FILES = ("duckdb-browser.mjs", "duckdb-browser-eh.worker.js", "duckdb-eh.wasm")
 PILLARS = ("verify", "explore", "steer", "refine")
@@ -94,7 +95,7 @@ class Site:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(SITE_SOURCES / "templates"),
+        loader=jinja2.FileSystemLoader(site_sources() / "templates"),
         autoescape=True,  # every {{ }} is HTML-escaped: contributor text never becomes markup
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
     )
@@ -126,25 +127,29 @@ def build_site(cat: Catalogue, out: str | Path | None = None, *,
     with tempfile.TemporaryDirectory(prefix="modelsci-site-") as tmp:
         docs = Path(tmp) / "docs"
         (docs / "assets").mkdir(parents=True)
-        shutil.copytree(SITE_SOURCES / "assets", docs / "assets", dirs_exist_ok=True)
+        shutil.copytree(site_sources() / "assets", docs / "assets", dirs_exist_ok=True)
         manifest = export(cat, docs / "data")
         query_page = _vendor_duckdb(docs / "assets" / "vendor", notes)
         pages = _render_pages(site, env, docs, manifest, query_page)
-        config = load_config(config_file=str(SITE_SOURCES / "mkdocs.yml"), docs_dir=str(docs),
+        config = load_config(config_file=str(site_sources() / "mkdocs.yml"), docs_dir=str(docs),
                              site_dir=str(out), nav=_nav(site, query_page))
         build(config)
     return SiteReport(out, pages, site.finding_pages, query_page, notes)
 
 
 def _vendor_duckdb(vendor: Path, notes: list[str]) -> bool:
-    """Copy DuckDB-WASM and Apache Arrow (installed from site/package-lock.json) into the site."""
-    modules = SITE_SOURCES / "node_modules"
+    """Copy DuckDB-WASM and Apache Arrow (installed from the shipped package-lock.json) into the site."""
+    modules = _node_modules()
     if not (modules / "@duckdb" / "duckdb-wasm").exists():
         npm = shutil.which("npm")
         if npm is None:
-            notes.append("npm is not installed: the Query page is left out (install Node.js and rebuild)")
+            notes.append("npm is not installed: the Query page is left out (install Node.js and npm, "
+                         "e.g. apt-get install npm, and rebuild)")
             return False
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=SITE_SOURCES, check=True)
+        # npm works in a cache folder of its own: the shipped sources may be read-only.
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(site_sources() / name, modules.parent / name)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=modules.parent, check=True)
     dist = modules / "@duckdb" / "duckdb-wasm" / "dist"
     (vendor / "duckdb").mkdir(parents=True, exist_ok=True)
     for name in _DUCKDB_FILES:
@@ -160,6 +165,15 @@ def _vendor_duckdb(vendor: Path, notes: list[str]) -> bool:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, target)
     return True
+
+
+def _node_modules() -> Path:
+    """Where npm installs the lock's packages: a cache folder named by the lock's hash."""
+    lock = (site_sources() / "package-lock.json").read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "modelsci" / f"duckdb-wasm-{hashlib.sha256(lock).hexdigest()[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "node_modules"
 
 
 def _nav(site: Site, query_page: bool) -> list[Any]:

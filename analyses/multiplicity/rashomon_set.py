@@ -1,0 +1,136 @@
+"""``multiplicity.rashomon_set``: how many good models disagree with the submitted one, where, and how much.
+
+Findings belong to the submitted model and name the set they were computed on (its size,
+epsilon, loss and split in their metrics). Each member is registered as a ModelInstance
+whose base is the reference, with a ``derived_from`` link from its own finding to the set's.
+Artifacts hold everything needed to recompute every metric: per-point metrics and the
+members' predictions in long form (example, member, prediction, reference).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats
+
+from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.multiplicity.metrics import multiplicity_metrics
+from modelsci.analyses.multiplicity.rashomon import RashomonParams, member_instance, rashomon_members, scores_of, splits
+from modelsci.analyses.stats import bootstrap_ci
+from modelsci.schemas.entities import FindingLink, Pillar
+
+__all__ = ["RashomonSet"]
+
+
+class RashomonSet(AnalysisPlugin):
+    name = "multiplicity.rashomon_set"
+    version = "1"
+    family = "multiplicity"
+    pillar = Pillar.verify
+    description = ("Retrains the model's family over seeds, bootstrap resamples and regularisation, keeps "
+                   "the models within epsilon of the best loss (the Rashomon set), and measures how much "
+                   "they disagree with the model: ambiguity, discrepancy, obscurity, disagreement, viable "
+                   "prediction range, Rashomon capacity; and how much their feature importances disagree.")
+    Params = RashomonParams
+    tasks = frozenset({"tabular-classification"})
+    needs_training_data = True
+    frameworks = frozenset({"sklearn", "torch"})
+
+    def run(self, ctx: RunContext) -> None:
+        params: RashomonParams = ctx.params  # type: ignore[assignment]
+        x_train, y_train, x_test, y_test, classes = splits(ctx)
+        reference = ctx.model.model
+        members, info = rashomon_members(ctx, params, x_train, y_train, reference, x_test, y_test, classes)
+        ctx.progress(1, 3)
+        if len(members) < 2:
+            raise ValueError(f"only {len(members)} of {info['candidates']} candidates are within epsilon "
+                             f"({params.epsilon_mode} {params.epsilon}); raise epsilon or n_candidates")
+        ref_model = ctx.model.handle.instance
+        data = ctx.dataset.entity
+        set_finding = ctx.add_finding(
+            kind="rashomon_set", value=float(len(members)), n=info["candidates"], unit="members",
+            statement=(f"{len(members)} of {info['candidates']} retrained models are within {params.epsilon_mode} "
+                       f"epsilon {params.epsilon} of the best {params.loss_on} log loss ({info['best_loss']:.4g}) "
+                       f"on {data.source_uri}"),
+            metrics=info,
+            artifacts={"members": pa.table({
+                "member": np.arange(len(members)), "loss": [c.loss for c in members],
+                "description": [json.dumps(c.description, sort_keys=True) for c in members]})},
+        )
+        member_scores = np.stack([scores_of(c.model, x_test) for c in members])
+        reference_scores = scores_of(reference, x_test)
+        values, points, predictions = multiplicity_metrics(reference_scores, member_scores, y_test, classes,
+                                                           ctx.rng, params.n_bootstrap)
+        for name, (value, ci) in values.items():
+            ctx.add_finding(
+                kind=name, value=value, ci=ci, n=len(y_test), unit="fraction" if "capacity" not in name else "2^bits",
+                statement=f"{name.replace('_', ' ')} of {ref_model.source_uri.rsplit('/', 1)[-1]} over its "
+                          f"Rashomon set of {len(members)} on {data.source_uri} is {value:.4g} "
+                          f"(95% CI {ci[0]:.3g}–{ci[1]:.3g})",
+                metrics={"set_size": len(members), **{k: info[k] for k in ("epsilon", "epsilon_mode", "loss_on")}},
+                artifacts={"points": points, "predictions": predictions} if name == "ambiguity" else None,
+            )
+        ctx.progress(2, 3)
+        self._members(ctx, members, set_finding)
+        self._explanations(ctx, params, reference, members, x_test, y_test)
+        ctx.progress(3, 3)
+
+    def _members(self, ctx: RunContext, members: list, set_finding) -> None:  # noqa: ANN001
+        reference = ctx.model.handle.instance
+        for index, candidate in enumerate(members):
+            instance = member_instance(candidate.model, reference, index)
+            if instance.id in {m.id for m in ctx.bundle.models} or instance.id == reference.id:
+                continue  # two resamples gave the same weights: one instance
+            ctx.bundle.models.append(instance)
+            finding = ctx.add_finding(
+                kind="rashomon_member", value=candidate.loss, unit="log loss", model_id=instance.id,
+                statement=f"member {index} of the Rashomon set of {reference.id[:19]} (loss {candidate.loss:.4g})",
+                metrics={"member": index, "reference": reference.id, **candidate.description},
+            )
+            ctx.bundle.links.append(FindingLink(src_id=finding.id, dst_id=set_finding.id, relation="derived_from",
+                                                evidence={"reference_model": reference.id, "member_model": instance.id}))
+
+    def _explanations(self, ctx: RunContext, params: RashomonParams, reference, members: list,  # noqa: ANN001
+                      x: np.ndarray, y: np.ndarray) -> None:
+        """Explanation multiplicity: permutation importance of each member against the reference's."""
+        names = ctx.dataset.feature_names
+        rng = ctx.rng
+        ref_imp = _permutation_importance(reference, x, y, params.importance_repeats, rng)
+        member_imp = np.stack([_permutation_importance(c.model, x, y, params.importance_repeats, rng) for c in members])
+        taus = np.array([stats.kendalltau(ref_imp, imp).statistic for imp in member_imp])
+        taus = np.nan_to_num(taus, nan=0.0)
+        ci = bootstrap_ci(lambda i: float(taus[i].mean()), len(taus), rng, params.n_bootstrap)
+        ctx.add_finding(
+            kind="importance_kendall_tau", value=float(taus.mean()), ci=ci, n=len(taus), unit="Kendall tau",
+            statement=f"members rank features like the model with mean Kendall tau {taus.mean():.3f} "
+                      f"(permutation importance, {len(taus)} members)",
+            metrics={"method": "permutation importance (accuracy drop)", "min_tau": float(taus.min())},
+            artifacts={"importances": pa.table({
+                "member": np.repeat(np.arange(-1, len(members)), len(names)),
+                "feature": pa.array(names * (len(members) + 1)),
+                "importance": np.concatenate([ref_imp, member_imp.reshape(-1)])})},
+        )
+        spread = member_imp.std(axis=0)
+        for name, s, mean in zip(names, spread, member_imp.mean(axis=0)):
+            ctx.add_finding(kind="importance_spread", subject=name, value=float(s), n=len(members),
+                            unit="std of importance",
+                            statement=f"importance of `{name}` varies across the Rashomon set with std {s:.3g} "
+                                      f"(mean {mean:.3g})",
+                            metrics={"mean_importance": float(mean)})
+
+
+def _permutation_importance(model, x: np.ndarray, y: np.ndarray, repeats: int, rng: np.random.Generator) -> np.ndarray:  # noqa: ANN001
+    """Mean accuracy drop when each column is permuted (works for estimators and torch modules)."""
+    base = float((scores_of(model, x).argmax(1) == np.searchsorted(np.unique(y), y)).mean())
+    out = np.zeros(x.shape[1])
+    labels = np.searchsorted(np.unique(y), y)
+    for j in range(x.shape[1]):
+        drops = []
+        for _ in range(repeats):
+            shuffled = x.copy()
+            shuffled[:, j] = rng.permutation(shuffled[:, j])
+            drops.append(base - float((scores_of(model, shuffled).argmax(1) == labels).mean()))
+        out[j] = np.mean(drops)
+    return out

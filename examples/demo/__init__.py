@@ -1,0 +1,1 @@
+"""The demo's manifests and data, shipped as package data of ``modelsci.demo_inputs``."""

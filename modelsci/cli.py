@@ -246,7 +246,7 @@ def submit(
     """Validate a manifest, register its model and dataset, and queue its runs.
 
     Every problem in the manifest is reported at once, with its place in the YAML.
-    Example: modelsci submit examples/sklearn-breast-cancer.yaml --run
+    Example: modelsci submit examples/sklearn-skops.yaml --run
     """
     with _needs("hf", "submit"):
         from modelsci.planner import read_manifest

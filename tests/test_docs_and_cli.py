@@ -6,11 +6,13 @@ import re
 
 import pytest
 
+import modelsci as modelsci_package
 from modelsci import catalogue
 from modelsci.catalogue.docs import README_BEGIN, README_END, tables_reference
 from modelsci.catalogue.schema import TABLES
 from modelsci.cli import app
 from tests.conftest import REPO, modelsci
+from tests.models import installed_plugin
 
 README = (REPO / "README.md").read_text()
 COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
@@ -42,11 +44,31 @@ def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path) -> None:
         (["sql", "SELEC oops"], "could not parse the SQL"),
         (["import", str(tmp_path / "nowhere")], "is not a modelsci export"),
         (["history", "sha256:nothing"], "no finding or finding key"),
+        (["show", "[/x] [bold]y"], "nothing in the catalogue has the id '[/x] [bold]y'"),  # printed literally
+        (["sql", "SELECT nothing_here FROM findings"], 'column "nothing_here" not found'),
+        (["sql", "SELECT 1", "--format", "csv", "--out", str(tmp_path / "no" / "dir.csv")],
+         f"No such file or directory: {tmp_path / 'no' / 'dir.csv'}"),
     ]
     for args, message in cases:
         result = modelsci(*args, catalogue_dir=tmp_path / "cat", check=False)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_version_prints_the_installed_version() -> None:
+    assert modelsci("--version").stdout == f"modelsci {modelsci_package.__version__}\n"
+
+
+NOT_A_PLUGIN = "Broken = 42\n"
+
+
+def test_a_bug_prints_its_traceback_and_says_so_with_its_own_exit_code(tmp_path) -> None:
+    env = installed_plugin(tmp_path / "site", "broken_lab", NOT_A_PLUGIN, "testing.broken", "Broken")
+    result = modelsci("analyses", env=env, check=False)
+    assert result.returncode == 70, (result.stdout, result.stderr)
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "TypeError: entry point testing.broken = broken_lab:Broken is not an AnalysisPlugin subclass" in result.stderr
+    assert f"error: this is a bug in modelsci {modelsci_package.__version__} (TypeError)" in result.stderr
 
 
 def test_demo_builds_a_checked_catalogue_and_a_second_run_reuses_it(tmp_path) -> None:

@@ -229,3 +229,22 @@ def test_an_analysis_whose_extras_are_missing_is_listed_with_its_install_line_an
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert ("analyses[0].name: testing.never is not installed here (what it needs is missing): "
             "pip install 'gpu-lab[gpu]'") in result.stderr.replace("\n", " ")
+
+
+def test_every_package_the_code_imports_is_declared() -> None:
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[; ]", r)[0].lower().replace("_", "-")
+                for r in [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]}
+    distributions = packages_distributions()
+    imported = set()
+    for folder in SOURCE_FOLDERS:
+        for path in (REPO / folder).rglob("*.py"):
+            imported |= {name.split(".")[0] for name in _imports(path)}
+    third_party = {n for n in imported - set(sys.stdlib_module_names) - {"modelsci", "__future__"}}
+    undeclared = {name: distributions.get(name) for name in third_party
+                  if not {d.lower().replace("_", "-") for d in distributions.get(name, [name])} & declared}
+    assert undeclared == {}

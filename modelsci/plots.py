@@ -2,6 +2,8 @@
 
 Every function takes plain rows (from findings or artifacts) and returns SVG text, or None
 when there is nothing to draw; the site embeds the SVG inline so pages need no extra files.
+The site trusts this SVG as markup, so every label in it is escaped here (``html.escape``,
+and matplotlib's own escaping of SVG text) and every label is plain text, never mathtext.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def _figure(width: float = 6.0, height: float = 3.2):  # noqa: ANN202 - matplotl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
+    # Labels are contributor text (feature names, subjects): drawn as typed, never read as mathtext.
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "text.parse_math": False})
     return plt.subplots(figsize=(width, height))
 
 

@@ -1,9 +1,23 @@
 """``modelsci site build``: the catalogue as a static site (jinja2 -> Markdown -> mkdocs-material).
 
 Pages: home, one per model instance, dataset, analysis and finding, and a Query page running
-DuckDB-WASM on the catalogue's Parquet export shipped inside the site. Everything a
-contributor wrote is HTML-escaped by the templates (jinja2 autoescape), so a model card
-holding ``<script>`` shows as text. Plots are inline SVG drawn at build time.
+DuckDB-WASM on the catalogue's Parquet export shipped inside the site. Plots are inline SVG
+drawn at build time.
+
+Contributor text is data, never markup, in three layers:
+
+1. Every ``{{ value }}`` in the templates goes through ``as_text`` (the environment's
+   ``finalize``): HTML-escaped, and every character Markdown or YAML front matter gives a
+   meaning written as a numeric character reference, so a name, path, card field, column or
+   statement shows as the same text in a cell, a paragraph, a heading, an attribute or the
+   page's title, and can form no tag, link, image, emphasis or block. Page titles come from
+   front matter (``page_start`` in ``_macros.j2``): mkdocs-material unescapes a title taken
+   from the h1 before writing it into ``<title>``.
+2. Links are built here, never taken from contributor text: pages of this site (``slug``,
+   ``Site.finding_href``) and hub pages of ``hf://`` sources (``hub_url``).
+3. After mkdocs writes the pages, each gets a Content-Security-Policy ``<meta>`` allowing
+   scripts from the site itself and, by sha256, the inline scripts the theme's partials and
+   the templates write literally; a page holding any other inline script fails the build.
 
 Big catalogues: above ``max_finding_pages`` findings, findings are rows of their model's page
 (with an anchor each) instead of pages of their own, and finding tables are excluded from the
@@ -12,9 +26,11 @@ search index, which keeps the index to the pages' prose (see the README's site s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +42,7 @@ from typing import Any
 import jinja2
 import numpy as np
 import pyarrow.parquet as pq
+from markupsafe import Markup
 
 from modelsci import plots
 from modelsci.catalogue.schema import TABLES
@@ -33,7 +50,7 @@ from modelsci.catalogue.store import Catalogue
 from modelsci.catalogue.transfer import export
 from modelsci.resources import site_sources
 
-__all__ = ["SiteReport", "build_site"]
+__all__ = ["SiteReport", "as_text", "build_site", "hub_url", "slug"]
 MAX_FINDING_PAGES = 5000
 _DUCKDB_FILES = ("duckdb-browser.mjs", "duckdb-browser-eh.worker.js", "duckdb-eh.wasm")
 PILLARS = ("verify", "explore", "steer", "refine")
@@ -48,9 +65,48 @@ class SiteReport:
     notes: list[str] = field(default_factory=list)
 
 
+# Characters HTML, Markdown (python-markdown and the pymdownx extensions a config might add) or
+# YAML front matter give a meaning; as_text writes each as a numeric character reference. Line
+# breaks (and C0/C1 controls, which YAML rejects) go too: a value stays on its line, so it can
+# never start a heading, list, table, code or HTML block.
+_SPECIAL = "&<>\"'\\`*_{}[]()#+-.!|~:=^$"
+_ESCAPES = {ord(c): f"&#{ord(c)};" for c in _SPECIAL}
+_ESCAPES.update({c: f"&#{c};" for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, 0xFFFE, 0xFFFF)})
+_EDGE_SPACES = re.compile(r"^ +| +$")  # leading spaces make a code block, trailing ones a line break
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def as_text(value: Any) -> Markup:
+    """``value`` as page text: it shows as itself in HTML, Markdown and a front-matter title, and forms no markup."""
+    text = _SURROGATES.sub("\ufffd", str(value)).translate(_ESCAPES)
+    return Markup(_EDGE_SPACES.sub(lambda m: "&#32;" * len(m.group(0)), text))
+
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def slug(entity_id: str) -> str:
-    """File name of an entity's page: its hash without the ``sha256:`` prefix."""
-    return entity_id.removeprefix("sha256:").replace("/", "_").replace("@", "-")
+    """File name of an entity's page: its hash without the ``sha256:`` prefix.
+
+    Safe in a path and a URL (letters, digits, ``.``, ``_``, ``-``); an id or name with other
+    characters keeps its safe ones and gets a hash of the whole, so that slugs stay distinct.
+    """
+    plain = entity_id.removeprefix("sha256:").replace("/", "_").replace("@", "-")
+    if _SLUG.fullmatch(plain):
+        return plain
+    kept = re.sub(r"[^A-Za-z0-9._-]+", "_", plain).strip("._-")[:80]
+    return f"{kept or 'x'}-{hashlib.sha256(entity_id.encode()).hexdigest()[:16]}"
+
+
+_HUB_REPO = re.compile(r"hf://([A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*/[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)")
+
+
+def hub_url(source_uri: str | None, *, dataset: bool = False) -> Markup | None:
+    """The Hugging Face page of an ``hf://org/name`` source, or None: the one outside address pages link to."""
+    match = _HUB_REPO.fullmatch(source_uri or "")
+    if match is None:
+        return None
+    return Markup(f"https://huggingface.co/{'datasets/' if dataset else ''}{match[1]}")
 
 
 class Site:
@@ -82,12 +138,13 @@ class Site:
             self.links[link["dst_id"]].append({**link, "direction": "from", "other": link["src_id"]})
         self.finding_pages = len(self.findings) <= max_finding_pages
 
-    def finding_href(self, finding_id: str, depth: int = 1) -> str:
+    def finding_href(self, finding_id: str, depth: int = 1) -> Markup:
+        """Where a finding is shown: its page, or its row of its model's page."""
         up = "../" * depth
         if self.finding_pages:
-            return f"{up}findings/{slug(finding_id)}.html"
+            return Markup(f"{up}findings/{slug(finding_id)}.html")
         model = self.findings[finding_id]["model_id"]
-        return f"{up}models/{slug(model)}.html#f-{slug(finding_id)[:16]}"
+        return Markup(f"{up}models/{slug(model)}.html#f-{slug(finding_id)[:16]}")
 
     def artifact_rows(self, artifact: dict) -> list[dict]:
         return pq.read_table(self.cat.root / artifact["path"]).to_pylist()
@@ -96,22 +153,45 @@ class Site:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(site_sources() / "templates"),
-        autoescape=True,  # every {{ }} is HTML-escaped: contributor text never becomes markup
+        # Every {{ }} goes through as_text; Markup (macros, slugs, numbers, links built here, the
+        # SVG of plots.py marked `safe`) passes as it is. The rule is written in _macros.j2.
+        autoescape=True, finalize=_finalize,
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
     )
-    env.filters["slug"] = slug
+    # jinja2's own filters that turn text into Markup escape for HTML only: replaced by ones that
+    # use as_text, or removed (a template that uses one fails to load, with the filter's name).
+    for name in ("e", "escape", "forceescape"):
+        env.filters[name] = as_text
+    env.filters["join"] = _join
+    for name in ("tojson", "urlize", "xmlattr"):
+        del env.filters[name]
+    env.filters["slug"] = lambda v: Markup(slug(v))
     env.filters["short"] = lambda v: (v or "")[:19]
     env.filters["num"] = _num
-    env.filters["json"] = lambda v: json.dumps(v, indent=2, default=str, sort_keys=True)
+    env.filters["json"] = lambda v, indent=2: json.dumps(v, indent=indent, default=str, sort_keys=True)
+    env.globals["hub_url"] = hub_url
     return env
 
 
-def _num(value: Any) -> str:
+def _finalize(value: Any) -> Any:
     if value is None:
         return ""
+    return value if hasattr(value, "__html__") else as_text(value)
+
+
+def _join(items: Any, separator: str = "") -> Markup:
+    return Markup(as_text(separator).join(_finalize(item) for item in items))
+
+
+def _num(value: Any) -> Markup:
+    """A number as the pages show it (4 significant digits for floats); anything else as text."""
+    if value is None:
+        return Markup("")
     if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+        return Markup(f"{value:.4g}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Markup(str(value))
+    return as_text(value)
 
 
 def build_site(cat: Catalogue, out: str | Path | None = None, *,
@@ -129,12 +209,91 @@ def build_site(cat: Catalogue, out: str | Path | None = None, *,
         (docs / "assets").mkdir(parents=True)
         shutil.copytree(site_sources() / "assets", docs / "assets", dirs_exist_ok=True)
         manifest = export(cat, docs / "data")
+        # The export's README is a file of the export, not a page: as Markdown it would render
+        # catalogue text (the head commit's id) that no template escaped.
+        readme = (docs / "data" / "README.md").read_bytes()
+        (docs / "data" / "README.md").unlink()
         query_page = _vendor_duckdb(docs / "assets" / "vendor", notes)
         pages = _render_pages(site, env, docs, manifest, query_page)
         config = load_config(config_file=str(site_sources() / "mkdocs.yml"), docs_dir=str(docs),
                              site_dir=str(out), nav=_nav(site, query_page))
         build(config)
+        (out / "data" / "README.md").write_bytes(readme)
+        _add_content_security_policy(out, _own_inline_scripts(config, out))
     return SiteReport(out, pages, site.finding_pages, query_page, notes)
+
+
+# -- Content-Security-Policy -------------------------------------------------------------------
+
+_SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script\s*>", re.S | re.I)
+_SCRIPT_TYPE = re.compile(r"""\btype\s*=\s*["']?([^"' >]*)""", re.I)
+_EXECUTED_TYPES = {"", "text/javascript", "application/javascript", "module", "importmap"}
+# DuckDB-WASM compiles WebAssembly in its worker. Chromium gives a worker served over http the
+# policy of its own response (none), not the page's, and runs without it; 'wasm-unsafe-eval' is
+# for browsers that hand the page's policy to its workers. It allows WebAssembly, not eval().
+_WASM_PAGES = {"query.html"}
+
+
+def _content_security_policy(script_hashes: list[str], *, wasm: bool = False) -> str:
+    """The policy of one page: scripts from the site and the given inline ones, nothing from elsewhere.
+
+    Styles may be inline (the theme's and the plots' ``style`` attributes, matplotlib's SVG
+    ``<style>``); images may be ``data:`` (the theme's icons in its CSS, matplotlib's rasters).
+    """
+    scripts = " ".join(["'self'", *(f"'{h}'" for h in script_hashes), *(["'wasm-unsafe-eval'"] if wasm else [])])
+    return (f"default-src 'none'; script-src {scripts}; worker-src 'self'; connect-src 'self'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; manifest-src 'self'; "
+            "object-src 'none'; frame-src 'none'; base-uri 'self'; form-action 'self'")
+
+
+def _inline_scripts(html: str) -> list[str]:
+    """The text of each inline script a browser would run (or read as an import map)."""
+    found = []
+    for attrs, body in _SCRIPT.findall(html):
+        kind = _SCRIPT_TYPE.search(attrs)
+        if not re.search(r"\bsrc\s*=", attrs, re.I) and (kind[1].lower() if kind else "") in _EXECUTED_TYPES:
+            found.append(body)
+    return found
+
+
+def _own_inline_scripts(config: Any, out: Path) -> set[str]:
+    """Inline scripts written by the theme's script partials (for each page depth) and, literally, by the templates."""
+    env = config.theme.get_env()
+    partials = [name for name in env.list_templates() if name.startswith("partials/javascripts/")]
+    depths = {len(page.relative_to(out).parts) - 1 for page in out.rglob("*.html")}
+    base_urls = {"/".join([".."] * depth) or "." for depth in depths} | {"/"}  # "/": the 404 page
+    own: set[str] = set()
+    for name in partials:
+        for base_url in base_urls:
+            own.update(_inline_scripts(env.get_template(name).render(
+                config=config, base_url=base_url, features=config.theme.get("features") or [])))
+    for template in (site_sources() / "templates").glob("*.j2"):
+        own.update(s for s in _inline_scripts(template.read_text()) if "{{" not in s and "{%" not in s)
+    return own
+
+
+def _add_content_security_policy(out: Path, own: set[str]) -> None:
+    """Put a CSP ``<meta>`` first in every page's head, allowing the inline scripts it holds by hash.
+
+    An inline script that neither the theme nor the templates wrote can only be contributor text
+    that became markup: a bug of the escaping, so the build stops instead of publishing it.
+    """
+    for page in out.rglob("*.html"):
+        html = page.read_text()
+        scripts = _inline_scripts(html)
+        foreign = [s for s in scripts if s not in own]
+        if foreign:
+            raise RuntimeError(f"{page.relative_to(out)} holds an inline script that neither the theme nor "
+                               f"the templates wrote ({foreign[0][:80]!r}): contributor text became markup")
+        hashes = sorted({"sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()
+                         for s in scripts if s in own})
+        policy = _content_security_policy(hashes, wasm=page.relative_to(out).as_posix() in _WASM_PAGES)
+        # Right after the charset (which must come first), before anything the policy governs.
+        anchor = re.search(r"<meta charset=[^>]*>", html) or re.search(r"<head>", html)
+        if anchor is None:
+            raise RuntimeError(f"{page.relative_to(out)} has no <head> to put the Content-Security-Policy in")
+        meta = f'\n    <meta http-equiv="Content-Security-Policy" content="{policy}">'
+        page.write_text(html[:anchor.end()] + meta + html[anchor.end():])
 
 
 def _vendor_duckdb(vendor: Path, notes: list[str]) -> bool:

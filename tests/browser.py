@@ -1,22 +1,38 @@
 """A real headless Chromium (Debian's ``chromium``) driven over the DevTools protocol.
 
 Small on purpose: open a page, evaluate JavaScript, wait for a condition, take a screenshot,
-and record JavaScript dialogs (which it dismisses, so a page that opens one cannot hang).
+record JavaScript dialogs (which it dismisses, so a page that opens one cannot hang) and
+Content-Security-Policy violations (``Page.csp_violations``).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
+import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Browser", "chromium_path"]
+import pytest
+
+__all__ = ["Browser", "chromium_or_skip", "chromium_path", "serving"]
+
+
+_RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__cspViolations.push(
+  `${e.effectiveDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));
+"""
 
 
 def chromium_path() -> str | None:
@@ -31,8 +47,12 @@ class Page:
         self.next_id = 0
         self.dialogs: list[str] = []
         self.console: list[str] = []
+        self.log: list[str] = []  # the browser's own messages (Log domain): CSP reports, failed loads
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Log.enable")
+        # Runs before any script of each document, whatever its CSP: records every violation.
+        self.call("Page.addScriptToEvaluateOnNewDocument", source=_RECORD_CSP_VIOLATIONS)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         self.next_id += 1
@@ -54,6 +74,9 @@ class Page:
                                      "params": {"accept": False}}))
         elif method == "Runtime.consoleAPICalled":
             self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in message["params"]["args"]))
+        elif method == "Log.entryAdded":
+            entry = message["params"]["entry"]
+            self.log.append(f"{entry.get('level')} {entry.get('source')}: {entry.get('text')}")
         elif method == "Runtime.exceptionThrown":
             self.console.append("exception: " + json.dumps(message["params"]["exceptionDetails"].get("exception", {}).get("description", "")))
 
@@ -73,6 +96,13 @@ class Page:
                 return value
             time.sleep(0.2)
         raise TimeoutError(f"waited {timeout} s for {expression}; console: {self.console[-5:]}")
+
+    def csp_violations(self) -> list[str]:
+        """Violations of the Content-Security-Policy since the page was opened: the document's
+        ``securitypolicyviolation`` events and the browser's log entries that name the policy."""
+        events = self.evaluate("window.__cspViolations || []") or []
+        logged = [line for line in self.log if "Content Security Policy" in line or "Content-Security-Policy" in line]
+        return [*events, *logged]
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
@@ -112,3 +142,35 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serving(root: Path) -> Iterator[str]:
+    """Serve a built site over HTTP on a free local port (module scripts and workers need http); yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def chromium_or_skip() -> Iterator[Browser]:
+    """A Browser for a fixture to yield from; the test skips without chromium, except in CI, where it fails."""
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs chromium for the browser tests; `make test` installs it with apt-get as root")
+        pytest.skip("no chromium: install Debian's `chromium` (apt-get install chromium) to run the browser tests")
+    browser = Browser()
+    try:
+        yield browser
+    finally:
+        browser.close()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import html
 import html.parser
-import http.server
-import os
 import re
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +13,8 @@ import pytest
 
 from modelsci import catalogue
 from modelsci.analyses.hallucination.toy import train_denoiser
-from modelsci.site_build import build_site, slug
-from tests.browser import Browser, chromium_path
+from modelsci.site_build import as_text, build_site, slug
+from tests.browser import Browser, chromium_or_skip, serving
 from tests.conftest import REPO, modelsci
 from tests.models import breast_cancer_skops, write_manifest
 
@@ -55,28 +52,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def server(built: dict[str, object]) -> Iterator[str]:
-    handler = functools.partial(QuietHandler, directory=str(built["root"]))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
+    with serving(built["root"]) as url:  # type: ignore[arg-type]
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if chromium_path() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs chromium for the browser tests; `make test` installs it with apt-get as root")
-        pytest.skip("no chromium: install Debian's `chromium` (apt-get install chromium) to run the browser tests")
-    b = Browser()
-    yield b
-    b.close()
+    yield from chromium_or_skip()
 
 
 def test_pages_exist_for_every_entity(built: dict[str, object]) -> None:
@@ -131,7 +113,7 @@ def test_a_plot_per_family_on_the_model_page(built: dict[str, object], model: st
     root: Path = built["root"]  # type: ignore[assignment]
     page = (root / "models" / f"{slug(built[model])}.html").read_text()  # type: ignore[arg-type]
     sections = re.split(r"<h4 id=", page)
-    section = next(s for s in sections if s.split(">", 1)[1].startswith(analysis))
+    section = next(s for s in sections if html.unescape(s.split(">", 1)[1]).startswith(analysis))
     svg = re.search(r"<svg.*?</svg>", section, re.S)
     assert svg, f"no plot for {analysis}"
     assert len(re.findall(r"<(path|rect|use)\b", svg.group(0))) > 10, f"empty plot for {analysis}"
@@ -143,7 +125,7 @@ def test_contributor_text_is_escaped_in_the_files(built: dict[str, object]) -> N
         text = page.read_text()
         assert PAYLOAD not in text and IMG_PAYLOAD not in text, page
     model_page = (root / "models" / f"{slug(built['model_id'])}.html").read_text()  # type: ignore[arg-type]
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in model_page
+    assert as_text(PAYLOAD) in model_page
 
 
 def test_browser_pages_render_and_the_hostile_card_stays_inert(built, server, browser) -> None:  # noqa: ANN001
@@ -154,12 +136,14 @@ def test_browser_pages_render_and_the_hostile_card_stays_inert(built, server, br
             page.goto(server + path)
             page.screenshot(SCREENS / f"{name}.png")
             assert page.evaluate("document.querySelector('h1') !== null")
+            assert page.csp_violations() == [], name  # the page works under its Content-Security-Policy
         page.goto(f"{server}/models/{slug(built['model_id'])}.html")
         text = page.evaluate("document.body.innerText")
         assert PAYLOAD in text  # shown as text
         assert page.evaluate("[...document.scripts].some(s => s.textContent.includes('alert(1)'))") is False
         assert page.evaluate("document.body.dataset.pwned === undefined") is True
         assert page.dialogs == []
+        assert page.csp_violations() == []
     finally:
         page.close()
 
@@ -178,5 +162,6 @@ def test_query_page_answers_like_modelsci_sql(built, server, browser) -> None:  
         head = built["cat"].head()
         assert head.id in page.evaluate("document.getElementById('query-commit').textContent")
         assert page.evaluate("document.getElementById('query-csv').hidden") is False
+        assert page.csp_violations() == []  # DuckDB-WASM, its worker and the import map, under the policy
     finally:
         page.close()

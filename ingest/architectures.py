@@ -8,6 +8,7 @@ from the folder is ever executed.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "DenoiserMLP", "SmallCNN", "build", "save_torch_model"]
+__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "DenoiserMLP", "SmallCNN", "build", "parameter_shapes",
+           "save_torch_model", "shape_mismatch"]
 
 CONFIG_NAME = "modelsci.json"
 """Names a plain PyTorch model's architecture and its arguments."""
@@ -81,14 +83,47 @@ class DenoiserMLP(nn.Module):
 ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": SmallCNN, "denoiser_mlp": DenoiserMLP}
 
 
-def build(config: dict[str, Any]) -> nn.Module:
-    """The module a ``modelsci.json`` describes, with freshly initialised weights."""
+def parameter_shapes(config: dict[str, Any]) -> dict[str, list[int]]:
+    """The shape of every tensor in the state dict a ``modelsci.json`` describes, found on the
+    meta device: nothing is allocated, however large the arguments."""
+    with torch.device("meta"):
+        module = _construct(config)
+    return {name: list(t.shape) for name, t in module.state_dict().items()}
+
+
+def build(config: dict[str, Any], weight_shapes: Mapping[str, list[int]]) -> nn.Module:
+    """The module a ``modelsci.json`` describes, with fresh weights, once its shapes are known to
+    equal ``weight_shapes`` (the weights it will load): a config cannot allocate what they don't hold."""
+    mismatch = shape_mismatch(parameter_shapes(config), weight_shapes)
+    if mismatch:
+        raise ValueError(f"{CONFIG_NAME}: {mismatch}")
+    return _construct(config)
+
+
+def shape_mismatch(expected: Mapping[str, list[int]], actual: Mapping[str, list[int]]) -> str | None:
+    """How an architecture's tensors differ from the weights' (None when they are the same)."""
+    missing, unexpected = sorted(expected.keys() - actual.keys()), sorted(actual.keys() - expected.keys())
+    if missing or unexpected:
+        parts = ([f"the weights lack {', '.join(missing[:3])}"] if missing else []) + (
+            [f"the architecture has no {', '.join(unexpected[:3])}"] if unexpected else [])
+        return "the architecture does not match the weights: " + "; ".join(parts)
+    for name in sorted(expected):
+        if list(expected[name]) != list(actual[name]):
+            return (f"the architecture's {name} has shape {list(expected[name])}, "
+                    f"the weights' {list(actual[name])}")
+    return None
+
+
+def _construct(config: dict[str, Any]) -> nn.Module:
     name = config.get("architecture")
     if name not in ARCHITECTURES:
         raise ValueError(f"{CONFIG_NAME}: unknown architecture {name!r}; modelsci knows {sorted(ARCHITECTURES)}")
+    args = config.get("args", {})
+    if not isinstance(args, dict):
+        raise ValueError(f"{CONFIG_NAME}: args of {name!r} must be an object, not {type(args).__name__}")
     try:
-        return ARCHITECTURES[name](**config.get("args", {}))
-    except TypeError as exc:
+        return ARCHITECTURES[name](**args)
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{CONFIG_NAME}: bad args for {name!r}: {exc}") from None
 
 

@@ -19,6 +19,7 @@ from modelsci.schemas.entities import Dataset
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import dataset_id
 from modelsci.schemas.manifest import DatasetSpec
+from modelsci.schemas.untrusted_files import limit, open_regular, regular_file, walk
 
 __all__ = ["SKLEARN_DATASETS", "DatasetError", "DatasetHandle", "resolve_dataset", "training_split"]
 
@@ -137,11 +138,13 @@ def _hub(spec: DatasetSpec) -> tuple[pa.Table, str, dict[str, Any]]:
 
 def _local(spec: DatasetSpec) -> tuple[pa.Table, str | None, dict[str, Any]]:
     path = Path(spec.source).expanduser()
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise DatasetError(f"dataset.source: {path} does not exist")
     if path.is_dir():
         import datasets
 
+        for file in walk(path, what="dataset.source"):
+            regular_file(file, within=path, what="dataset.source")
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as exc:
@@ -152,17 +155,18 @@ def _local(spec: DatasetSpec) -> tuple[pa.Table, str | None, dict[str, Any]]:
             loaded = loaded[spec.split]
         return loaded.with_format("arrow")[:], spec.split, {}
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise DatasetError(f"dataset.source: {path} is neither a .parquet nor a .csv file nor a "
+                           "save_to_disk folder")
     try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-            return pq.read_table(path), None, {}
-        if suffix == ".csv":
+        with open_regular(path, what="dataset.source", max_bytes=limit("dataset")) as f:
+            if suffix == ".parquet":
+                import pyarrow.parquet as pq
+                return pq.read_table(f), None, {}
             import pyarrow.csv as pacsv
-            return pacsv.read_csv(path), None, {}
+            return pacsv.read_csv(f), None, {}
     except pa.ArrowException as exc:
         raise DatasetError(f"dataset.source: cannot read {path}: {exc}") from None
-    raise DatasetError(f"dataset.source: {path} is neither a .parquet nor a .csv file nor a "
-                       "save_to_disk folder")
 
 
 def _roles(table: pa.Table, spec: DatasetSpec, task: str) -> dict[str, Any]:

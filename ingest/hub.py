@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
@@ -28,13 +29,22 @@ def is_hub(source: str) -> bool:
     return source.startswith(SCHEME)
 
 
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+
+
 def parse_hub_uri(source: str, revision: str | None = None) -> tuple[str, str | None]:
-    """``hf://org/name@rev`` -> (``org/name``, ``rev``); a separate ``revision`` wins over ``@rev``."""
-    repo = source[len(SCHEME):]
-    repo, _, at_rev = repo.partition("@")
-    if repo.count("/") > 1 or not repo.strip("/"):
-        raise HubError(f"{source!r}: a hub source is hf://org/name or hf://org/name@revision")
-    return repo, revision or at_rev or None
+    """``hf://org/name@rev`` -> (``org/name``, ``rev``); a separate ``revision`` wins over ``@rev``.
+
+    Only hub ids are accepted: a path (``hf://../dir``) would make the hub client read a local folder.
+    """
+    repo, _, at_rev = source[len(SCHEME):].partition("@")
+    rev = revision or at_rev or None
+    if not _REPO_ID.fullmatch(repo) or ".." in repo or (
+            rev is not None and (not _REVISION.fullmatch(rev) or ".." in rev)):
+        raise HubError(f"{source!r}: a hub source is hf://org/name or hf://org/name@revision "
+                       "(letters, digits, '-', '_' and '.')")
+    return repo, rev
 
 
 def _offline() -> bool:

@@ -15,19 +15,9 @@ import torch
 
 from modelsci.ingest.architectures import CONFIG_NAME, build
 from modelsci.ingest.datasets import DatasetHandle
-from modelsci.ingest.models import ModelError, ModelHandle, read_json, skops_file
+from modelsci.ingest.models import ModelError, ModelHandle, read_json, skops_file, trusted_skops_types
 
-__all__ = ["LoadedModel", "SKLEARN_TRUSTED", "load_model", "resolve_device"]
-
-SKLEARN_TRUSTED = frozenset({
-    # scikit-learn's own fitted-state types that skops does not trust by default; modelsci
-    # trusts these (they hold arrays, not code) and refuses every other untrusted type.
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-})
-
+__all__ = ["LoadedModel", "load_model", "resolve_device"]
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when present, else ``cpu``; asking for CUDA without one is an error."""
@@ -147,19 +137,14 @@ def _load_sklearn(handle: ModelHandle, device: str) -> LoadedModel:
     import skops.io as sio
 
     file = skops_file(handle.path)
-    untrusted = sio.get_untrusted_types(file=file)
-    refused = sorted(set(untrusted) - SKLEARN_TRUSTED)
-    if refused:
-        raise ModelError(f"{file}: refusing types that skops does not trust: {', '.join(refused)}. "
-                         "Submit a model built from scikit-learn's own estimators.")
-    return LoadedModel(handle, "cpu", sio.load(file, trusted=list(untrusted)))
+    return LoadedModel(handle, "cpu", sio.load(file, trusted=trusted_skops_types(file)))
 
 
 def _load_torch(handle: ModelHandle, device: str) -> LoadedModel:
     from safetensors.torch import load_file
 
-    module = build(read_json(handle.path / CONFIG_NAME))
     state = load_file(str(handle.path / "model.safetensors"))
+    module = build(read_json(handle.path / CONFIG_NAME), {k: list(v.shape) for k, v in state.items()})
     module.load_state_dict(state, strict=True)
     return LoadedModel(handle, device, module.to(device).eval())
 

@@ -9,11 +9,17 @@ pickle-based weights, each with what to do instead. Recognised layouts, in a fol
 - plain PyTorch: ``modelsci.json`` naming an architecture modelsci knows (``ingest.architectures``)
 - transformers: ``config.json`` with ``model_type``
 - scikit-learn: one ``.skops`` file (or a ``.skops`` file given directly)
+
+Every file is read through ``schemas.untrusted_files``: regular files only, links that stay
+inside the submitted folder, bounded sizes. Everything about the files that can be checked
+is checked before the model is registered: pickles, repository code, skops types outside the
+trusted set, a torch architecture's shapes against the weights'.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +27,32 @@ from typing import Any
 
 import yaml
 
-from modelsci.ingest.architectures import ARCHITECTURES, CONFIG_NAME
+from modelsci.ingest.architectures import ARCHITECTURES, CONFIG_NAME, parameter_shapes, shape_mismatch
 from modelsci.ingest.hub import is_hub, snapshot
 from modelsci.schemas.entities import ModelInstance
 from modelsci.schemas.errors import ModelsciError
-from modelsci.schemas.identity import TensorRecord, safetensors_records, skops_hash, tensor_hash
+from modelsci.schemas.identity import (
+    TensorRecord,
+    safetensors_header,
+    safetensors_records,
+    skops_hash,
+    tensor_hash,
+)
 from modelsci.schemas.manifest import ModelSpec
+from modelsci.schemas.untrusted_files import limit, load_yaml, open_regular, read_text, regular_file, walk
 
-__all__ = ["PICKLE_SUFFIXES", "ModelError", "ModelHandle", "card_metadata", "resolve_model",
-           "weights_identity"]
+__all__ = ["PICKLE_SUFFIXES", "SKLEARN_TRUSTED", "ModelError", "ModelHandle", "card_metadata", "resolve_model",
+           "trusted_skops_types", "weights_identity"]
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
+SKLEARN_TRUSTED = frozenset({
+    # scikit-learn's own fitted-state types that skops does not trust by default; modelsci
+    # trusts these (they hold arrays, not code) and refuses every other untrusted type.
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+})
 _MODALITY = {
     "text-classification": "text", "sentence-similarity": "text", "feature-extraction": "text",
     "image-classification": "image", "tabular-classification": "tabular",
@@ -66,14 +87,21 @@ def resolve_model(spec: ModelSpec) -> ModelHandle:
     revision = None
     if is_hub(spec.source):
         path, revision = snapshot(spec.source, spec.revision)
+        root = path.parent.parent  # the repository's cache folder: snapshots link into its blobs/
     else:
         if spec.revision is not None:
             raise ModelError("model.revision: only hub (hf://) sources have revisions")
         path = Path(spec.source).expanduser().absolute()
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise ModelError(f"model.source: {path} does not exist")
+        root = path if path.is_dir() else path.parent
+    check_files(path, root)
     framework = detect_framework(path)
     model_id, parameter_count = weights_identity(path, framework)
+    if framework == "sklearn":
+        trusted_skops_types(skops_file(path))
+    elif framework == "torch":
+        check_architecture(path)
     card = card_metadata(path)
     config = read_json(path / "config.json") if path.is_dir() else {}
     known = {k: card.pop(k, None) for k in ("license", "base_model", "pipeline_tag", "tags")}
@@ -93,6 +121,14 @@ def resolve_model(spec: ModelSpec) -> ModelHandle:
     return ModelHandle(instance, path, framework, spec.task)
 
 
+def check_files(path: Path, root: Path) -> list[Path]:
+    """Every file of a submitted model, each a regular file inside ``root`` (links included)."""
+    files = walk(path, what="model.source") if path.is_dir() else [path]
+    for file in files:
+        regular_file(file, within=root, what="model.source")
+    return files
+
+
 def detect_framework(path: Path) -> str:
     """Which framework's layout ``path`` has; refuses pickles and repositories needing code."""
     if path.is_file():
@@ -105,7 +141,7 @@ def detect_framework(path: Path) -> str:
             raise ModelError(f"{path}: a bare safetensors file does not say what architecture it is; "
                              f"put it in a folder with a {CONFIG_NAME} or a transformers config.json")
         raise ModelError(f"{path}: not a model file modelsci can load (a .skops file or a folder)")
-    code = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.py"))
+    code = sorted(p.relative_to(path).as_posix() for p in walk(path) if p.suffix == ".py")
     config = read_json(path / "config.json")
     if code or "auto_map" in config:
         what = f"its own code ({', '.join(code[:5])})" if code else "its own code (auto_map in config.json)"
@@ -126,7 +162,7 @@ def detect_framework(path: Path) -> str:
         raise ModelError(f"{path}: no layout modelsci recognises (modules.json, model_index.json, "
                          f"config.json, {CONFIG_NAME} or a .skops file)")
     if not _safetensors_files(path):
-        pickles = sorted(p for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+        pickles = sorted(p for p in walk(path) if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
             raise ModelError(_pickle_refusal(pickles))
         raise ModelError(f"{path}: no weights found (no .safetensors file)")
@@ -164,24 +200,56 @@ def weights_identity(path: Path, framework: str) -> tuple[str, int]:
 
 def card_metadata(path: Path) -> dict[str, Any]:
     """The YAML front matter of the model card (README.md), or {}."""
-    readme = (path if path.is_dir() else path.parent) / "README.md"
-    if not readme.exists():
+    folder = path if path.is_dir() else path.parent
+    readme = folder / "README.md"
+    if not readme.exists() and not readme.is_symlink():
         return {}
-    text = readme.read_text(errors="replace")
+    text = read_text(readme, limit("card"), within=folder, what="model card")
     if not text.startswith("---"):
         return {}
     front, sep, _ = text[3:].partition("\n---")
     if not sep:
         return {}
     try:
-        data = yaml.safe_load(front)
-    except yaml.YAMLError:
-        return {}
+        data = load_yaml(front)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ModelError(f"{readme}: the card's front matter is not plain YAML ({problem}); fix it "
+                         "or remove it") from None
     return data if isinstance(data, dict) else {}
 
 
+def check_architecture(path: Path) -> None:
+    """A plain PyTorch model's architecture is one modelsci knows, with the weights' shapes."""
+    config = read_json(path / CONFIG_NAME)
+    try:
+        expected = parameter_shapes(config)
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    actual: dict[str, list[int]] = {}
+    for file in _safetensors_files(path):
+        with open_regular(file, what="weights") as f:
+            _, tensors = safetensors_header(f, os.fstat(f.fileno()).st_size, str(file))
+        actual.update({name: shape for name, (_, shape, _, _) in tensors.items()})
+    mismatch = shape_mismatch(expected, actual)
+    if mismatch:
+        raise ModelError(f"{path / CONFIG_NAME}: {mismatch}")
+
+
+def trusted_skops_types(file: Path) -> list[str]:
+    """The untrusted types a skops file holds, once each is one modelsci trusts (else refused by name)."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=file)
+    refused = sorted(set(untrusted) - SKLEARN_TRUSTED)
+    if refused:
+        raise ModelError(f"{file}: refusing types that skops does not trust: {', '.join(refused)}. "
+                         "Submit a model built from scikit-learn's own estimators.")
+    return list(untrusted)
+
+
 def _safetensors_files(path: Path) -> list[Path]:
-    return sorted(path.rglob("*.safetensors"))
+    return sorted(p for p in walk(path) if p.suffix == ".safetensors")
 
 
 def skops_file(path: Path) -> Path:
@@ -219,13 +287,15 @@ def _pickle_refusal(files: list[Path]) -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    """A JSON config as a dict ({} when the file is absent or not an object); bounded and regular only."""
+    if not path.exists() and not path.is_symlink():
         return {}
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(read_text(path, limit("json"), what="model config"))
+    except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON: {exc}") from None
     return data if isinstance(data, dict) else {}
+
 
 
 def _family(path: Path, framework: str) -> str | None:

@@ -17,13 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from modelsci.analyses.base import registry, unavailable
 from modelsci.catalogue.store import Catalogue
-from modelsci.ingest.datasets import DatasetError, DatasetHandle, resolve_dataset
-from modelsci.ingest.hub import HubError
-from modelsci.ingest.models import ModelError, ModelHandle, resolve_model
+from modelsci.ingest.datasets import DatasetHandle, resolve_dataset
+from modelsci.ingest.models import ModelHandle, resolve_model
 from modelsci.schemas.bundle import ResultBundle, params_hash
+from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import content_id
 from modelsci.schemas.manifest import DatasetSpec, Manifest, ManifestError, ModelSpec, parse_manifest, problem_at
 from modelsci.schemas.queued_run import QueuedRun
+from modelsci.schemas.untrusted_files import RefusedFileError, limit, load_yaml, read_text
 
 __all__ = ["Submission", "plan_runs", "read_manifest", "submit"]
 
@@ -40,10 +41,14 @@ class Submission:
 
 
 def read_manifest(path: str | Path) -> str:
+    """A manifest file's text: a regular UTF-8 file within the manifest size limit."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ManifestError([f"(top level): no manifest file {path}"])
-    return path.read_text()
+    try:
+        return read_text(path, limit("manifest"), what="manifest")
+    except RefusedFileError as exc:
+        raise ManifestError([f"(top level): {exc}"]) from None
 
 
 def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False,
@@ -67,12 +72,12 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False,
     if model_spec is not None:
         try:
             model = resolve_model(model_spec)
-        except (ModelError, HubError) as exc:
+        except ModelsciError as exc:
             problems.append(_at("model.source", str(exc)))
         if dataset_spec is not None:
             try:
                 dataset = resolve_dataset(dataset_spec, model_spec.task)
-            except (DatasetError, HubError) as exc:
+            except ModelsciError as exc:
                 problems.append(_at("dataset.source", str(exc)))
     for i, request in enumerate(manifest.analyses if manifest and model else []):
         refusal = plugins[request.name].refusal(manifest.model.task, model.framework, manifest.dataset is not None)
@@ -159,7 +164,7 @@ def _relative_to(spec: Any, base_dir: Path | None) -> Any:
 def _section(text: str, name: str, spec: type[BaseModel]) -> Any:
     """One section of a manifest that failed validation elsewhere, if this section is valid."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
         return spec.model_validate(data[name]) if isinstance(data, dict) and data.get(name) else None
     except (yaml.YAMLError, ValidationError):
         return None

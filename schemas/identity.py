@@ -46,19 +46,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+
+from modelsci.schemas.untrusted_files import limit, open_regular
 
 __all__ = [
     "TensorRecord",
     "canonical_json",
     "content_id",
     "dataset_id",
+    "check_skops",
+    "safetensors_header",
     "safetensors_records",
     "sha256_file",
     "skops_hash",
@@ -68,6 +73,12 @@ __all__ = [
 ]
 
 TENSOR_HASH_PREFIX = b"modelsci-tensors-v1\n"
+
+SAFETENSORS_DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64,
+}
+"""Bits per element of each dtype a safetensors header may name."""
 
 # numpy dtype -> safetensors dtype string, for tensors hashed from memory.
 _NUMPY_TO_SAFETENSORS = {
@@ -119,31 +130,72 @@ def tensor_hash(records: Iterable[TensorRecord]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def safetensors_header(f: BinaryIO, size: int, name: str) -> tuple[int, dict[str, tuple[str, list[int], int, int]]]:
+    """Validate a safetensors file's header before anything is allocated from it.
+
+    Returns the data's start and, per tensor, (dtype, shape, start, end) within the data. The
+    header must be a JSON object of known dtypes whose shape x dtype size is exactly the byte
+    span each tensor claims, spans that lie inside the file; so no header can claim more
+    elements than the file holds bytes.
+    """
+    raw = f.read(8)
+    if len(raw) < 8:
+        raise ValueError(f"{name}: not a safetensors file (it is {size} bytes long)")
+    (header_len,) = struct.unpack("<Q", raw)
+    if header_len > size - 8:
+        raise ValueError(f"{name}: not a safetensors file (header length {header_len} exceeds the file's {size} bytes)")
+    if header_len > limit("safetensors_header"):
+        raise ValueError(f"{name}: its safetensors header is {header_len:,} bytes, over the limit of "
+                         f"{limit('safetensors_header'):,}")
+    try:
+        header = json.loads(f.read(header_len))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name}: not a safetensors file (header is not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{name}: not a safetensors file (header is a JSON {type(header).__name__}, not an object)")
+    data_size = size - 8 - header_len
+    tensors = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        tensors[key] = _tensor_entry(name, key, info, data_size)
+    return 8 + header_len, tensors
+
+
+def _tensor_entry(name: str, key: str, info: Any, data_size: int) -> tuple[str, list[int], int, int]:
+    where = f"{name}: tensor {key!r}"
+    if not isinstance(info, dict):
+        raise ValueError(f"{where}: its header entry is not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in SAFETENSORS_DTYPE_BITS:
+        raise ValueError(f"{where}: unknown dtype {dtype!r}")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise ValueError(f"{where}: shape {shape!r} is not a list of non-negative whole numbers")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise ValueError(f"{where}: data_offsets {offsets!r} is not [start, end]")
+    start, end = offsets
+    if not 0 <= start <= end <= data_size:
+        raise ValueError(f"{where}: data_offsets [{start}, {end}] lie outside the file's {data_size} bytes of data")
+    elements = 1
+    for d in shape:
+        elements *= d
+    if elements * SAFETENSORS_DTYPE_BITS[dtype] != (end - start) * 8:
+        raise ValueError(f"{where}: shape {shape} of {dtype} is {elements:,} elements, "
+                         f"but its data is {end - start:,} bytes")
+    return dtype, shape, start, end
+
+
 def safetensors_records(path: str | Path) -> Iterator[TensorRecord]:
-    """Read (name, dtype, shape, bytes) from a safetensors file without a framework."""
+    """Read (name, dtype, shape, bytes) from a safetensors file without a framework, header checked first."""
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise ValueError(f"{path}: not a safetensors file (it is {size} bytes long)")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > size - 8:
-            raise ValueError(f"{path}: not a safetensors file (header length {header_len} "
-                             f"exceeds the file's {size} bytes)")
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not a safetensors file (header is not JSON: {exc})") from None
-        base = 8 + header_len
-        for name, info in sorted(header.items()):
-            if name == "__metadata__":
-                continue
-            start, end = info["data_offsets"]
-            if base + end > size:
-                raise ValueError(f"{path}: tensor {name!r} runs past the end of the file")
+    with open_regular(path, what="weights") as f:
+        size = os.fstat(f.fileno()).st_size
+        base, tensors = safetensors_header(f, size, str(path))
+        for name in sorted(tensors):
+            dtype, shape, start, end = tensors[name]
             f.seek(base + start)
-            yield name, info["dtype"], list(info["shape"]), f.read(end - start)
+            yield name, dtype, shape, f.read(end - start)
 
 
 def tensor_hash_of_files(paths: Iterable[str | Path]) -> str:
@@ -173,10 +225,63 @@ def _as_little_endian_array(t: Any) -> tuple[np.ndarray, str]:
     return arr, _NUMPY_TO_SAFETENSORS[arr.dtype.name]
 
 
+def check_skops(path: str | Path) -> None:
+    """Check a skops archive member by member before anything is read from it.
+
+    Only a regular file; declared sizes within the limit; no member compressed more than the
+    compression-ratio limit (a zip bomb inflates 1.5 MB into gigabytes); each ``.npy`` member's
+    header (dtype and shape) describing exactly the bytes the member holds.
+    """
+    import zipfile
+
+    path = Path(path)
+    with open_regular(path, what="skops file") as f:
+        try:
+            archive = zipfile.ZipFile(f)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{path}: not a skops file ({exc})") from None
+        with archive:
+            infos = archive.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > limit("skops"):
+                raise ValueError(f"{path}: its members hold {total:,} bytes uncompressed, over the limit "
+                                 f"of {limit('skops'):,}")
+            for info in infos:
+                ratio = info.file_size / max(info.compress_size, 1)
+                if info.file_size > 16 << 20 and ratio > limit("compression_ratio"):
+                    raise ValueError(f"{path}: member {info.filename} inflates {ratio:,.0f}-fold "
+                                     f"({info.compress_size:,} to {info.file_size:,} bytes); refusing a zip bomb")
+                if info.filename.endswith(".npy"):
+                    _check_npy_member(archive, info, path)
+
+
+def _check_npy_member(archive: Any, info: Any, path: Path) -> None:
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"numpy format version {version} is not supported")
+            shape, _, dtype = read_header(member)  # the header only: nothing is allocated from it
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{path}: member {info.filename} is not a numpy array ({exc})") from None
+        if dtype.hasobject:
+            return  # object arrays are skops' own encoding; their types are checked before loading
+        offset = member.tell()
+    elements = 1
+    for d in shape:
+        elements *= d
+    if offset + elements * dtype.itemsize != info.file_size:
+        raise ValueError(f"{path}: member {info.filename} declares {elements:,} elements of {dtype} "
+                         f"but holds {info.file_size - offset:,} bytes of data")
+
+
 def skops_hash(path: str | Path) -> str:
     """Identity of a scikit-learn model saved with skops: its schema and arrays, not its bytes."""
     import zipfile
 
+    check_skops(path)
     try:
         with zipfile.ZipFile(path) as archive:
             schema = json.loads(archive.read("schema.json"))

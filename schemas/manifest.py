@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelsci.schemas.errors import ModelsciError
+from modelsci.schemas.untrusted_files import load_yaml
 
 __all__ = ["AnalysisRequest", "DatasetSpec", "Manifest", "ManifestError", "ModelSpec", "TASKS",
            "parse_manifest", "problem_at"]
@@ -123,7 +124,7 @@ def parse_manifest(text: str, params_models: Mapping[str, type[BaseModel]] | Non
     names of analyses whose extras are missing to their install line. Raises ManifestError
     listing all problems."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

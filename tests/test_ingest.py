@@ -92,16 +92,15 @@ def test_skops_model_same_weights_saved_twice_in_two_places_is_one_instance(tmp_
     assert (hb.instance.base_model, hb.instance.tags) == ("org/base", ["tabular"])
 
 
-def test_skops_types_outside_the_trusted_set_are_refused_by_name(tmp_path: Path) -> None:
+def test_skops_types_outside_the_trusted_set_are_refused_by_name_before_registering(tmp_path: Path) -> None:
     import skops.io as sio
     from sklearn.preprocessing import FunctionTransformer
 
     folder = tmp_path / "fn"
     folder.mkdir()
     sio.dump(FunctionTransformer(func=os.system), folder / "model.skops")  # never called: refused
-    handle = resolve_model(ModelSpec(source=str(folder), task="tabular-regression"))
     with pytest.raises(ModelError, match=r"refusing types that skops does not trust: .*posix.system"):
-        load_model(handle, "cpu")
+        resolve_model(ModelSpec(source=str(folder), task="tabular-regression"))
 
 
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "weights.ckpt", "model.pkl"])

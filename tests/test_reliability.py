@@ -199,14 +199,13 @@ def test_a_zero_byte_weights_file_is_refused_naming_it(tmp_path: Path) -> None:
     assert cat.sql("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 0}]
 
 
-def test_a_config_whose_shapes_do_not_match_the_weights_fails_naming_the_model(tmp_path: Path) -> None:
+def test_a_config_whose_shapes_do_not_match_the_weights_is_refused_at_submit(tmp_path: Path) -> None:
     folder = _mlp_folder(tmp_path / "shape", args={"in_features": 30, "hidden": [8], "out_features": 2})
     config = json.loads((folder / "modelsci.json").read_text())
     config["args"]["hidden"] = [16]
     (folder / "modelsci.json").write_text(json.dumps(config))
     result, cat = _run_one(tmp_path, folder)
-    assert result.returncode == 1
-    run = cat.sql("SELECT model_id, error FROM runs").to_pylist()[0]
-    assert "fails to load" in run["error"] and "size mismatch" in run["error"] and run["model_id"][:19] in run["error"]
-    assert check(cat).ok
-
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "modelsci.json: the architecture's net.0.bias has shape [16], the weights' [8]" in result.stderr
+    assert cat.sql("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 0}]
+    assert cat.sql("SELECT count(*) AS n FROM runs").to_pylist() == [{"n": 0}] and check(cat).ok

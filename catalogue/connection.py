@@ -26,6 +26,10 @@ _HOLDER = re.compile(r"held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 class CatalogueBusyError(ModelsciError, RuntimeError):
     """Another process held the catalogue for longer than we were willing to wait."""
 
+    def __init__(self, message: str, holder: str = "another process") -> None:
+        super().__init__(message)
+        self.holder = holder  # "process 123 (python)", as DuckDB's lock error names it
+
 
 def lock_timeout(default: float) -> float:
     """Seconds to wait for a held lock: ``$MODELSCI_LOCK_TIMEOUT`` or ``default``."""
@@ -48,7 +52,7 @@ def connect(db_path: Path, *, read_only: bool, timeout: float, quiet: bool = Fal
             if time.monotonic() >= deadline:
                 raise CatalogueBusyError(
                     f"the catalogue {db_path.parent} is locked by {holder}; gave up after "
-                    f"{timeout:g} s (set MODELSCI_LOCK_TIMEOUT to wait longer)") from None
+                    f"{timeout:g} s (set MODELSCI_LOCK_TIMEOUT to wait longer)", holder) from None
             if not announced and not quiet:
                 print(f"waiting for the catalogue lock, held by {holder} ...", file=sys.stderr)
                 announced = True

@@ -1,4 +1,5 @@
-"""The catalogue: a directory holding ``catalogue.duckdb`` and ``artifacts/``.
+"""The catalogue: a directory holding ``catalogue.duckdb``, ``artifacts/`` and, while a finished
+run waits for a busy catalogue, ``spool/`` (see ``spool``).
 
 Only this package writes it. The database is held for the moment of one commit or one read,
 so readers (``modelsci sql``, the site build, the Python API) and a long ``modelsci run``
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,8 +22,9 @@ import pyarrow as pa
 from modelsci.catalogue.connection import connect, lock_timeout
 from modelsci.catalogue.landing import CommitInfo, bundle_tables, land, write_artifacts
 from modelsci.catalogue.queue import claim, enqueue, release
-from modelsci.catalogue.readonly import check_read_only, lock_down
+from modelsci.catalogue.readonly import ReaderLimits, check_read_only, lock_down, run_bounded
 from modelsci.catalogue.schema import create_schema, create_views, upgrade_store
+from modelsci.catalogue.spool import Spool
 from modelsci.catalogue.store_memo import StoreMemo
 from modelsci.schemas.bundle import ResultBundle
 from modelsci.schemas.entities import Commit
@@ -55,6 +58,7 @@ class Catalogue:
         self.root = Path(root).absolute()
         self.db_path = self.root / DB_NAME
         self.artifacts_dir = self.root / "artifacts"
+        self.spool = Spool(self.root / "spool")  # bundles computed while the catalogue was busy
         self.write_timeout = write_timeout if write_timeout is not None else lock_timeout(120.0)
         self.read_timeout = read_timeout if read_timeout is not None else lock_timeout(60.0)
         self._held: duckdb.DuckDBPyConnection | None = None  # the connection ``writing`` holds
@@ -174,12 +178,20 @@ class Catalogue:
         finally:
             con.close()
 
-    def sql(self, query: str, *, as_of: str | None = None) -> pa.Table:
-        """Run a reader's query (SELECT only, no file access beyond its artifacts) as Arrow."""
+    def sql(self, query: str, *, as_of: str | None = None, timeout: float | None = None,
+            memory_limit: int | str | None = None) -> pa.Table:
+        """Run a reader's query (SELECT only, no file access beyond its artifacts) as Arrow.
+
+        The query is stopped after ``timeout`` seconds (default 60, or ``$MODELSCI_SQL_TIMEOUT``)
+        and when it, or its result, needs more than ``memory_limit`` (bytes, or text such as
+        ``"2GB"`` or ``"10%"``; default a quarter of the machine's memory, or
+        ``$MODELSCI_SQL_MEMORY_LIMIT``), with a ``QueryLimitError`` that says which.
+        """
         check_read_only(query)
+        limits = ReaderLimits.resolve(timeout, memory_limit)
         with self.reader(as_of) as con:
-            query = lock_down(con, self.root, query)
-            return con.sql(query).to_arrow_table()
+            query = lock_down(con, self.root, query, limits)
+            return run_bounded(con, query, limits)
 
     def query(self, query: str, params: list[Any] | dict[str, Any] | None = None, *,
               as_of: str | None = None) -> pa.Table:
@@ -267,14 +279,22 @@ def _id_prefix(ref: str) -> str:
     return ref if ref.startswith("sha256:") else f"sha256:{ref}"
 
 
+# ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+_SEQ = re.compile(r"[0-9]{1,11}")
+_COMMIT_PREFIX = re.compile(r"(sha256:)?[0-9a-fA-F]{1,64}")
+
+
 def _resolve_commit(con: duckdb.DuckDBPyConnection, ref: str) -> int:
     """Sequence number of a commit given by id, unique id prefix (with or without ``sha256:``) or seq."""
     ref = ref.strip()
-    if ref.isdigit() and len(ref) < 12:
+    if _SEQ.fullmatch(ref):
         row = con.execute("SELECT seq FROM store.commits WHERE seq = ?", [int(ref)]).fetchall()
-    else:
-        prefix = _id_prefix(ref)
+    elif _COMMIT_PREFIX.fullmatch(ref):
+        prefix = _id_prefix(ref.lower())
         row = con.execute("SELECT seq FROM store.commits WHERE starts_with(id, ?)", [prefix]).fetchall()
+    else:
+        raise UnknownCommitError(f"{ref!r} is not a commit: give its seq (a number), its id or a prefix "
+                                 "of it (hex digits, with or without sha256:)")
     if len(row) == 1:
         return row[0][0]
     if not row:

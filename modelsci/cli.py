@@ -29,6 +29,7 @@ from rich.text import Text
 import modelsci
 from modelsci import catalogue
 from modelsci.catalogue.integrity import check as check_catalogue
+from modelsci.catalogue.readonly import one_line
 from modelsci.catalogue.transfer import export as export_catalogue
 from modelsci.catalogue.transfer import import_export
 from modelsci.schemas.errors import MissingExtraError, ModelsciError
@@ -134,18 +135,26 @@ def sql(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
     as_of: AsOfOption = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=0.001, metavar="SECONDS",
+        help="Stop the query after this many seconds (default 60, or $MODELSCI_SQL_TIMEOUT).")] = None,
+    memory_limit: Annotated[str | None, typer.Option(
+        "--memory-limit", metavar="SIZE",
+        help="Stop the query when it, or its result, needs more memory than this: 512MB, 2GB, or a share of "
+             "the machine's memory such as 10% (default 25%, or $MODELSCI_SQL_MEMORY_LIMIT).")] = None,
 ) -> None:
-    """Run a read-only SQL query over the catalogue.
+    """Run a read-only SQL query over the catalogue, within a time and a memory limit.
 
     Tables: models, datasets, analyses, runs, findings, findings_current, finding_links,
     commits, artifacts. An artifact's rows: SELECT * FROM 'artifacts/<sha256>.parquet'.
+    While a query runs, writers (modelsci run, import) wait for it: hence the limits.
 
     Example: modelsci sql "SELECT kind, subject, value FROM findings_current" --format csv
     """
     try:
-        table = _open().sql(query, as_of=as_of)
+        table = _open().sql(query, as_of=as_of, timeout=timeout, memory_limit=memory_limit)
     except duckdb.Error as exc:  # the query is the user's: its errors are theirs to fix
-        _fail(str(exc))
+        _fail(one_line(str(exc)))
     _emit(table, fmt, out)
 
 

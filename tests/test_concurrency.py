@@ -1,8 +1,10 @@
-"""Crashes and other processes: SIGKILL mid-commit, readers beside a writer, two writers."""
+"""Crashes and other processes: SIGKILL mid-commit, readers beside a writer, two writers, a writer
+that finds the catalogue busy (the spool)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,10 @@ import pytest
 
 from modelsci import catalogue
 from modelsci.catalogue.integrity import check
+from modelsci.catalogue.spool import Spool
+from modelsci.executors.committer import Committer
+from modelsci.executors.execution import QueueSummary, Reporter
+from modelsci.schemas.queued_run import QueuedRun
 from tests.conftest import MODELSCI, REPO, accuracy_bundle, modelsci
 
 BIG_FINDINGS = 30_000
@@ -195,3 +201,222 @@ def test_a_reader_waits_for_a_writing_block_and_sees_every_commit_of_it(tmp_path
     out, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, err
     assert out.split() == ["n", "2"]
+
+
+# -- a writer that finds the catalogue busy keeps its result (the spool) ------------------------
+
+HOLDING_PLUGIN = '''
+import os
+import time
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict
+from modelsci.analyses.base import AnalysisPlugin
+from modelsci.schemas.entities import Pillar
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Holding(AnalysisPlugin):
+    name = "testing.holding"
+    version = "1"
+    family = "testing"
+    pillar = Pillar.verify
+    description = "Logs each execution in $HOLDING_DIR/executions.log, then holds while $HOLDING_DIR/hold exists."
+    Params = Params
+
+    def run(self, ctx):
+        folder = Path(os.environ["HOLDING_DIR"])
+        with open(folder / "executions.log", "a") as log:
+            log.write(ctx.run.id + "\\n")
+        deadline = time.monotonic() + 60
+        while (folder / "hold").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ctx.add_finding(kind="held", value=1.0, statement="held, then finished")
+'''
+
+# A reader whose query (a cross join) holds the catalogue until its time limit stops it.
+LONG_READER = textwrap.dedent(f"""
+    import sys
+    sys.path.insert(0, {str(REPO)!r})
+    from modelsci import catalogue
+    from modelsci.catalogue.readonly import QueryTimeoutError, ReaderLimits, lock_down, run_bounded
+    cat = catalogue.open(sys.argv[1])
+    limits = ReaderLimits.resolve(timeout=float(sys.argv[2]))
+    with cat.reader() as con:
+        query = lock_down(con, cat.root, "SELECT count(*) FROM range(1000000) a, range(1000000) b", limits)
+        print("reading", flush=True)
+        try:
+            run_bounded(con, query, limits)
+        except QueryTimeoutError:
+            print("stopped at its time limit", flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def holding_queue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A catalogue with two queued runs of a small real model (a scikit-learn pipeline), one of the
+    holding analysis, one of evaluation.performance; and the environment that installs the plugin."""
+    from tests.models import breast_cancer_skops, installed_plugin, write_manifest
+
+    base = tmp_path_factory.mktemp("holding")
+    env = installed_plugin(base / "plugin", "holding_plugin", HOLDING_PLUGIN, "testing.holding", "Holding")
+    manifest = write_manifest(base / "m.yaml", str(breast_cancer_skops(base / "lr")), analyses=[
+        {"name": "testing.holding"}, {"name": "evaluation.performance", "params": {"n_bootstrap": 100}}])
+    modelsci("submit", str(manifest), catalogue_dir=base / "cat", env=env)
+    return base / "cat", env
+
+
+def queued_copy(holding_queue: tuple[Path, dict[str, str]], tmp_path: Path) -> tuple[Path, dict[str, str], Path, Path]:
+    """A copy of the queued catalogue for one test; its environment for `modelsci run` (a lock
+    timeout of 1 s), the holding analysis' execution log, and its hold file (made)."""
+    template, env = holding_queue
+    cat_dir = tmp_path / "cat"
+    shutil.copytree(template, cat_dir)
+    (tmp_path / "hold").touch()
+    env = {**env, "HOLDING_DIR": str(tmp_path), "MODELSCI_LOCK_TIMEOUT": "1"}
+    return cat_dir, env, tmp_path / "executions.log", tmp_path / "hold"
+
+
+def start_run(cat_dir: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([MODELSCI, "--catalogue", str(cat_dir), "run", "--device", "cpu", *args],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, what: str, seconds: float = 60) -> None:  # noqa: ANN001 - a callable
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def spooled(cat_dir: Path) -> list[Path]:
+    return sorted((cat_dir / "spool").glob("*.bundle"))
+
+
+def assert_each_run_landed_once(cat_dir: Path, log: Path) -> None:
+    assert len(log.read_text().split()) == 1, "the holding run was executed more than once"
+    cat = catalogue.open(cat_dir)
+    runs = cat.sql("SELECT analysis_id, status, count(*) OVER (PARTITION BY id) AS copies FROM runs "
+                   "ORDER BY analysis_id").to_pylist()
+    assert [(r["analysis_id"], r["status"], r["copies"]) for r in runs] == [
+        ("evaluation.performance@1", "succeeded", 1), ("testing.holding@1", "succeeded", 1)]
+    assert cat.sql("SELECT count(*) AS n FROM findings WHERE kind = 'held'").to_pylist() == [{"n": 1}]
+    assert cat.sql("SELECT DISTINCT status FROM store.queue").to_pylist() == [{"status": "succeeded"}]
+    assert spooled(cat_dir) == []
+    assert check(cat).ok
+    assert modelsci("check", catalogue_dir=cat_dir).returncode == 0
+
+
+def test_a_run_whose_commit_meets_a_long_reader_lands_after_the_reader_ends(holding_queue, tmp_path: Path) -> None:
+    cat_dir, env, log, hold = queued_copy(holding_queue, tmp_path)
+    runner = start_run(cat_dir, env)  # runs in process; the next test, in a pool of workers
+    wait_for(log.exists, "the holding run to start")
+    # The reader holds the catalogue for 5 s; the run's commit gives up on the lock after 1 s.
+    reader = child(LONG_READER, str(cat_dir), "5")
+    assert reader.stdout.readline().strip() == "reading"
+    hold.unlink()
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, out + err
+    assert "kept the finished run" in err and "to land when the lock frees" in err, err
+    assert "2 run(s) succeeded, 0 failed" in out
+    assert reader.wait() == 0, reader.stderr.read()
+    assert reader.stdout.read().strip() == "stopped at its time limit"  # and no progress bar of DuckDB's
+    assert_each_run_landed_once(cat_dir, log)
+
+
+def holding_run_spooled(cat_dir: Path) -> bool:
+    for path in spooled(cat_dir):
+        try:
+            bundle, _ = Spool(cat_dir / "spool").read(path)
+        except FileNotFoundError:
+            continue
+        if any(run.analysis_id == "testing.holding@1" for run in bundle.runs):
+            return True
+    return False
+
+
+def test_a_run_spooled_by_a_killed_modelsci_run_is_landed_by_the_next_one(holding_queue, tmp_path: Path) -> None:
+    cat_dir, env, log, hold = queued_copy(holding_queue, tmp_path)
+    runner = start_run(cat_dir, env, "--jobs", "2")
+    wait_for(log.exists, "the holding run to start")
+    reader = child(LONG_READER, str(cat_dir), "8")
+    assert reader.stdout.readline().strip() == "reading"
+    hold.unlink()
+    wait_for(lambda: holding_run_spooled(cat_dir), "the finished run to be spooled")
+    time.sleep(2)  # past a second try for the lock (1 s each): the file must outlast failed tries
+    workers = subprocess.run(["pgrep", "-P", str(runner.pid)], capture_output=True, text=True).stdout.split()
+    runner.send_signal(signal.SIGKILL)  # while it waits for the reader to let go
+    runner.wait()
+    assert reader.poll() is None, "the reader ended before the kill: nothing was tested"
+    assert reader.wait() == 0
+    assert workers and wait_for(lambda: not any(alive(int(pid)) for pid in workers), "the workers to end", 10) is None
+    cat = catalogue.open(cat_dir)
+    assert cat.sql("SELECT count(*) AS n FROM runs WHERE analysis_id = 'testing.holding@1'").to_pylist() == [{"n": 0}]
+    result = modelsci("run", "--device", "cpu", catalogue_dir=cat_dir, env=env)
+    assert "kept in the spool by another modelsci run" in result.stderr, result.stderr
+    assert_each_run_landed_once(cat_dir, log)  # landed from the spool, not executed again
+
+
+def toy_queued(bundle) -> QueuedRun:  # noqa: ANN001 - a ResultBundle
+    run = bundle.runs[0]
+    return QueuedRun(run_id=run.id, run_key="key", attempt=1, model_id=run.model_id, dataset_id=run.dataset_id,
+                     analysis_id=run.analysis_id, params=run.params, seed=run.seed, model_spec={},
+                     dataset_spec=None, worker="host:1:1")
+
+
+def test_a_busy_commit_is_spooled_and_lands_once_even_if_cut_off_before_the_file_is_removed(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    path = tmp_path / "cat"
+    catalogue.open(path)
+    bundle = accuracy_bundle(0.9, (0.8, 1.0))
+    bundle.add_finding(bundle.runs[0], kind="table", statement="t", artifacts={"t": pa.table({"x": [1, 2]})})
+    reader = child(HOLD_READER, str(path), "3")
+    assert reader.stdout.readline().strip() == "reading"
+    impatient = catalogue.Catalogue(path, write_timeout=0.3)
+    notes: list[str] = []
+    reporter = Reporter()
+    reporter.note = notes.append  # type: ignore[method-assign]
+    summary = QueueSummary()
+    Committer(impatient, reporter, summary).land(toy_queued(bundle), bundle)
+    assert "kept the finished run run-1-0 in" in notes[0] and f"process {reader.pid}" in notes[0], notes
+    assert summary.succeeded == [] and len(impatient.spool.pending()) == 1
+    assert reader.wait() == 0
+    # A kill between the commit and the removal of the spool file: the bundle landed, the file stayed.
+    first = impatient.commit(bundle)
+    assert first is not None
+    later = QueueSummary()
+    Committer(impatient, reporter, later).flush()
+    assert impatient.spool.pending() == [] and later.succeeded == []
+    assert impatient.sql("SELECT count(*) AS n FROM commits").to_pylist() == [{"n": 1}]
+    assert check(impatient).ok and check(impatient).artifacts_checked == 1
+
+
+def test_a_spooled_bundle_lands_as_the_bundle_itself_would(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    bundle = accuracy_bundle(0.123456789012345, (0.1, 0.2))
+    run = bundle.runs[0]
+    run.environment = {"nested": {"list": [1, 2.5, None]}, "text": "é ✓"}
+    bundle.add_finding(run, kind="table", statement="t", metrics={"budget": 7, "ratio": 1 / 3},
+                       artifacts={"t": pa.table({"x": [1, 2], "s": ["a", None]})})
+    direct, through_spool = catalogue.open(tmp_path / "direct"), catalogue.open(tmp_path / "spooled")
+    direct.commit(bundle)
+    file = through_spool.spool.put(bundle, {"queued": {"any": "json"}})
+    read_back, meta = through_spool.spool.read(file)
+    assert meta == {"queued": {"any": "json"}}
+    through_spool.commit(read_back)
+    for table in ("models", "datasets", "analyses", "runs", "findings", "artifacts"):
+        query = f"SELECT * EXCLUDE (commit_id) FROM {table} ORDER BY id"
+        assert direct.sql(query).to_pylist() == through_spool.sql(query).to_pylist(), table
+    assert check(through_spool).ok

@@ -102,6 +102,23 @@ def test_a_symlink_planted_under_an_artifact_name_is_not_followed(filled) -> Non
         filled.sql(f"SELECT * FROM read_csv('artifacts/{fake}.parquet')")
 
 
+def test_a_file_hard_linked_in_under_an_artifact_name_is_not_read(filled, tmp_path) -> None:
+    secret = tmp_path / "secret.csv"  # on the catalogue's file system, so that it can be linked
+    secret.write_text("password\nhunter2\n")
+    fake = "e" * 64
+    os.link(secret, filled.artifacts_dir / f"{fake}.parquet")
+    with pytest.raises(duckdb.Error, match="(?i)permission|disabled"):
+        filled.sql(f"SELECT * FROM read_csv('artifacts/{fake}.parquet')")
+
+
+def test_a_real_artifact_with_a_second_name_is_not_read_either(filled, tmp_path) -> None:
+    path = filled.sql("SELECT path FROM artifacts").column("path")[0].as_py()
+    assert filled.sql(f"SELECT count(*) AS n FROM '{path}'").to_pylist() == [{"n": 2}]
+    os.link(filled.root / path, tmp_path / "elsewhere.parquet")  # whoever holds the other name can change it
+    with pytest.raises(duckdb.Error, match="(?i)permission|disabled"):
+        filled.sql(f"SELECT count(*) AS n FROM '{path}'")
+
+
 def test_artifact_rows_can_be_selected_by_relative_or_absolute_path(filled) -> None:
     path = filled.sql("SELECT path FROM artifacts").column("path")[0].as_py()
     rows = filled.sql(f"SELECT example, score FROM '{path}' ORDER BY example").to_pylist()

@@ -15,7 +15,9 @@ def run_queue(cat: Catalogue, *, device: str = "auto", jobs: int = 1, executor: 
     """Execute queued runs until the queue is empty; returns which succeeded and which failed.
 
     ``executor="ray"`` runs them as Ray tasks (a local Ray, or the cluster at ``address``);
-    workers return bundles and this process alone commits them.
+    workers return bundles and this process alone commits them. A bundle the catalogue is too
+    busy for waits in ``<catalogue>/spool/`` and lands when the lock frees (or, if this process
+    is killed first, in the next ``run_queue``, before it claims anything).
     """
     reporter = reporter or Reporter()
     if executor == "ray":

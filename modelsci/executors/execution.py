@@ -1,13 +1,14 @@
-"""Executing one queued run, and landing its result: what every executor shares.
+"""Executing one queued run: what every executor shares.
 
 A worker only executes (load the model and data, run the analysis, return a bundle); the
-process that claimed the run lands the bundle, so one process commits. A run that raises
-lands as a failed Run with its error and traceback.
+process that claimed the run lands the bundle (``committer.Committer``), so one process
+commits. A run that raises lands as a failed Run with its error and traceback.
 """
 
 from __future__ import annotations
 
 import resource
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -19,8 +20,6 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from modelsci.analyses.base import RunContext, registry
-from modelsci.catalogue.queue import worker_name
-from modelsci.catalogue.store import Catalogue
 from modelsci.ingest.datasets import DatasetHandle, resolve_dataset, training_split
 from modelsci.ingest.loading import LoadedModel, load_model
 from modelsci.ingest.models import ModelError, ModelHandle, detect_framework, resolve_model, weights_identity
@@ -30,7 +29,7 @@ from modelsci.schemas.entities import ModelInstance, Run
 from modelsci.schemas.manifest import DatasetSpec, ModelSpec
 from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle", "land"]
+__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle"]
 
 Progress = Callable[[float, float], None]
 
@@ -49,6 +48,10 @@ class Reporter:
 
     def finished(self, run: QueuedRun, result: Run) -> None:
         pass
+
+    def note(self, message: str) -> None:
+        """Something the person running the queue should know (the catalogue is busy, say)."""
+        print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def execute(queued: QueuedRun, device: str, progress: Progress | None = None) -> ResultBundle:
@@ -86,21 +89,6 @@ def execute(queued: QueuedRun, device: str, progress: Progress | None = None) ->
     return bundle
 
 
-def land(cat: Catalogue, queued: QueuedRun, bundle: ResultBundle, reporter: Reporter,
-          summary: QueueSummary) -> None:
-    """Commit a run's bundle; a bundle the catalogue refuses lands as a failed run instead."""
-    run = bundle.runs[-1]
-    message = f"{queued.analysis_id} on {queued.model_id[:19]}: {run.status}"
-    try:
-        cat.commit(bundle, author=f"modelsci run ({queued.worker or worker_name()})", message=message)
-    except (ValueError, LookupError) as exc:  # BundleError and friends: the analysis' output is bad
-        bundle = _failed(queued, run.device or "cpu", exc, run.started_at)
-        run = bundle.runs[-1]
-        cat.commit(bundle, author=f"modelsci run ({queued.worker})", message=f"{message} -> failed")
-    (summary.succeeded if run.status == "succeeded" else summary.failed).append(run.id)
-    reporter.finished(queued, run)
-
-
 def _run_row(queued: QueuedRun, device: str, started: datetime | None) -> Run:
     return Run(
         id=queued.run_id, model_id=queued.model_id, dataset_id=queued.dataset_id,
@@ -112,9 +100,11 @@ def _run_row(queued: QueuedRun, device: str, started: datetime | None) -> Run:
     )
 
 
-def failed_bundle(queued: QueuedRun, device: str, exc: BaseException) -> ResultBundle:
-    """The bundle of a run whose worker died before it could report."""
-    return _failed(queued, device, exc, started=None)
+def failed_bundle(queued: QueuedRun, device: str, exc: BaseException,
+                  started: datetime | None = None) -> ResultBundle:
+    """The bundle of a run that failed outside its analysis: its worker died before it could
+    report, or the catalogue refused the bundle it made."""
+    return _failed(queued, device, exc, started)
 
 
 def _failed(queued: QueuedRun, device: str, exc: BaseException, started: datetime | None) -> ResultBundle:

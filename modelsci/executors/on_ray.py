@@ -2,16 +2,18 @@
 
 This process claims runs from the queue, submits each as a Ray task (asking Ray for a GPU
 when the run's device is CUDA), and commits each returned bundle itself: no worker writes
-the catalogue. Without ``address`` it starts a local Ray; with one it joins that cluster,
-whose workers need modelsci installed and the models' files reachable at the same paths.
-Ctrl-C, or a lost worker, puts the unfinished runs back in the queue.
+the catalogue, through the same ``Committer`` as the local executor (and so the same spool
+while the catalogue is busy). Without ``address`` it starts a local Ray; with one it joins
+that cluster, whose workers need modelsci installed and the models' files reachable at the
+same paths. Ctrl-C, or a lost worker, puts the unfinished runs back in the queue.
 """
 
 from __future__ import annotations
 
 from modelsci.catalogue.queue import worker_name
 from modelsci.catalogue.store import Catalogue
-from modelsci.executors.execution import QueueSummary, Reporter, execute, failed_bundle, land
+from modelsci.executors.committer import Committer, claim_unless_busy, release
+from modelsci.executors.execution import QueueSummary, Reporter, execute, failed_bundle
 from modelsci.schemas.errors import MissingExtraError
 from modelsci.schemas.queued_run import QueuedRun
 
@@ -46,15 +48,21 @@ def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, report
     capacity = max_in_flight or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     worker = worker_name()
     summary = QueueSummary()
+    committer = Committer(cat, reporter, summary)
     in_flight: dict = {}
     try:
+        committer.flush()  # what an earlier run left in the spool, before its runs are claimed again
         while True:
-            while len(in_flight) < capacity and (queued := cat.claim(worker)) is not None:
-                reporter.started(queued)
+            while (len(in_flight) < capacity and not committer.waiting
+                   and (queued := claim_unless_busy(cat, worker, busy_ok=bool(in_flight)))):
+                committer.started(queued)
                 run_device = "cuda" if use_gpu else ("cpu" if device == "auto" else device)
                 in_flight[remote.remote(queued, run_device, threads)] = queued
             if not in_flight:
-                break
+                if not committer.waiting:
+                    break
+                committer.flush(patient=True)  # nothing runs: wait for the lock, then claim more
+                continue
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
                 queued: QueuedRun = in_flight.pop(ref)
@@ -62,9 +70,11 @@ def run_queue_on_ray(cat: Catalogue, *, device: str, address: str | None, report
                     bundle = ray.get(ref)
                 except Exception as exc:  # the task's worker died
                     bundle = failed_bundle(queued, device, exc)
-                land(cat, queued, bundle, reporter, summary)
+                committer.land(queued, bundle)
     except BaseException:
-        cat.release([q.run_id for q in in_flight.values()])
+        release(cat, list(in_flight.values()))
+        if (kept := committer.kept()) is not None:
+            reporter.note(kept)
         raise
     finally:
         if started_here:

@@ -61,13 +61,13 @@ def bench_commit(n_findings: int, per_bundle: int, workdir: Path) -> dict[str, f
         bundle_tables(bundle)
         to_tables_s.append(time.perf_counter() - start)
 
-    per_commit = catalogue.open(workdir / "per-commit")
+    per_commit = catalogue.open(workdir / "per-commit", create=True)
     start = time.perf_counter()
     for bundle in bundles:
         per_commit.commit(bundle)
     per_commit_s = time.perf_counter() - start
 
-    held = catalogue.open(workdir / "held")
+    held = catalogue.open(workdir / "held", create=True)
     start = time.perf_counter()
     with held.writing():
         for bundle in bundles:
@@ -112,7 +112,7 @@ def bench_commit(n_findings: int, per_bundle: int, workdir: Path) -> dict[str, f
     # The floor of any commit: the rows it must add (findings, their run, the commit) inserted
     # into the catalogue's own tables, as the writer's connection is set, with no reads, checks
     # or versions.
-    floor = catalogue.open(workdir / "floor")
+    floor = catalogue.open(workdir / "floor", create=True)
     con = raw_connect(floor.db_path, 1)
     tables = [bundle_tables(b) for b in bundles]
     start = time.perf_counter()
@@ -162,7 +162,7 @@ def _stamped(table: pa.Table, stamp: dict[str, object]) -> pa.Table:
 
 def build_big(path: Path, n: int) -> str:
     """A catalogue of ``n`` findings written straight into the store (setup, not measured)."""
-    cat = catalogue.open(path)
+    cat = catalogue.open(path, create=True)
     models = 1000
     per_model = n // models
     con = duckdb.connect(str(cat.db_path))
@@ -189,7 +189,7 @@ def build_big(path: Path, n: int) -> str:
 
 def bench_current(n: int, workdir: Path, repeats: int = 31) -> dict[str, float]:
     model = build_big(workdir / "big", n)
-    cat = catalogue.open(workdir / "big")
+    cat = catalogue.open(workdir / "big", create=True)
     total = cat.sql("SELECT count(*) AS n FROM findings").column("n")[0].as_py()
     query = "SELECT * FROM findings_current WHERE model_id = $m"
 

@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--findings-per-model", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cat = catalogue.open(Path(tmp) / "cat")
+        cat = catalogue.open(Path(tmp) / "cat", create=True)
         start = time.perf_counter()
         generate(cat, args.models, args.findings_per_model)
         generated_s = time.perf_counter() - start

@@ -42,7 +42,7 @@ def main() -> None:
         folders += list((inputs / "models" / "hf-cache").glob("models--*/snapshots/*"))
         submits, hashes = [], []
         for repeat in range(args.repeats):
-            cat = modelsci.open(Path(tmp) / f"cat-{repeat}")
+            cat = modelsci.open(Path(tmp) / f"cat-{repeat}", create=True)
             start = time.perf_counter()
             for manifest in manifests:
                 submit(cat, read_manifest(manifest), base_dir=manifest.parent)

@@ -12,14 +12,23 @@ from pathlib import Path
 from modelsci.catalogue.connection import CatalogueBusyError
 from modelsci.catalogue.landing import ArtifactWriteError, BundleError
 from modelsci.catalogue.readonly import ReadOnlySQLError
-from modelsci.catalogue.store import Catalogue, UnknownCommitError, UnknownIdError, default_location
+from modelsci.catalogue.store import (
+    Catalogue,
+    NoCatalogueError,
+    UnknownCommitError,
+    UnknownIdError,
+    default_location,
+)
 
 __all__ = [
-    "ArtifactWriteError", "BundleError", "Catalogue", "CatalogueBusyError", "ReadOnlySQLError",
+    "ArtifactWriteError", "BundleError", "Catalogue", "CatalogueBusyError", "NoCatalogueError", "ReadOnlySQLError",
     "UnknownCommitError", "UnknownIdError", "default_location", "open",
 ]
 
 
-def open(path: str | Path | None = None) -> Catalogue:  # noqa: A001 - shadows the builtin on purpose: modelsci.open
-    """Open (creating if needed) the catalogue at ``path``, ``$MODELSCI_CATALOGUE`` or ``./modelsci-catalogue``."""
-    return Catalogue(path if path is not None else default_location())
+def open(path: str | Path | None = None, *, create: bool = False) -> Catalogue:  # noqa: A001 - modelsci.open
+    """Open the catalogue at ``path``, ``$MODELSCI_CATALOGUE`` or ``./modelsci-catalogue``.
+
+    A folder that holds no catalogue is an error (``NoCatalogueError``) unless ``create``.
+    """
+    return Catalogue(path if path is not None else default_location(), create=create)

@@ -31,10 +31,15 @@ from modelsci.schemas.entities import Commit
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["DEFAULT_LOCATION", "Catalogue", "UnknownCommitError", "UnknownIdError", "default_location"]
+__all__ = ["DEFAULT_LOCATION", "Catalogue", "UnknownCommitError", "UnknownIdError", "NoCatalogueError",
+           "default_location"]
 
 DEFAULT_LOCATION = "modelsci-catalogue"
 DB_NAME = "catalogue.duckdb"
+
+
+class NoCatalogueError(ModelsciError, FileNotFoundError):
+    """The folder holds no catalogue, and the caller did not ask to create one."""
 
 
 class UnknownIdError(ModelsciError, LookupError):
@@ -53,7 +58,7 @@ def default_location() -> Path:
 class Catalogue:
     """A catalogue directory; open one with ``catalogue.open(path)``."""
 
-    def __init__(self, root: str | Path, *, write_timeout: float | None = None,
+    def __init__(self, root: str | Path, *, create: bool = False, write_timeout: float | None = None,
                  read_timeout: float | None = None) -> None:
         self.root = Path(root).absolute()
         self.db_path = self.root / DB_NAME
@@ -65,6 +70,10 @@ class Catalogue:
         self._memo: StoreMemo | None = None  # what ``writing`` knows of the store it holds
         self._upgraded = False
         if not self.db_path.exists():
+            if not create:
+                raise NoCatalogueError(f"{self.root} holds no modelsci catalogue (no {DB_NAME}); "
+                                       "`modelsci submit`, `import` or `demo` make one, or give "
+                                       "--catalogue DIR")
             self._create()
 
     def __repr__(self) -> str:

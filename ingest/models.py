@@ -41,7 +41,7 @@ from modelsci.schemas.identity import (
 from modelsci.schemas.manifest import ModelSpec
 from modelsci.schemas.untrusted_files import limit, load_yaml, open_regular, read_text, regular_file, walk
 
-__all__ = ["PICKLE_SUFFIXES", "SKLEARN_TRUSTED", "ModelError", "ModelHandle", "card_metadata", "resolve_model",
+__all__ = ["PICKLE_SUFFIXES", "SKLEARN_TRUSTED", "ModelError", "ModelHandle", "card_metadata", "check_files", "resolve_model",
            "trusted_skops_types", "weights_identity"]
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})

@@ -76,8 +76,9 @@ def _main(catalogue_dir: CatalogueOption = None,
     _state["catalogue"] = catalogue_dir
 
 
-def _open() -> catalogue.Catalogue:
-    return catalogue.open(_state["catalogue"])
+def _open(*, create: bool = False) -> catalogue.Catalogue:
+    """The catalogue the command works on; only submit, import and demo make one where there is none."""
+    return catalogue.open(_state["catalogue"], create=create)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -240,7 +241,7 @@ def import_(src: Annotated[Path, typer.Argument(help="An export folder.")]) -> N
 
     Example: modelsci import ./catalogue-export
     """
-    report = import_export(_open(), src)
+    report = import_export(_open(create=True), src)
     console.print(f"imported {len(report.landed)} commit(s); {len(report.already_present)} "
                   "already present")
 
@@ -261,7 +262,7 @@ def submit(
         from modelsci.planner import read_manifest
         from modelsci.planner import submit as submit_manifest
 
-    cat = _open()
+    cat = _open(create=True)
     with console.status("resolving the model and dataset ..."):
         submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun, base_dir=manifest.parent)
     console.print(f"model   {submission.model.id}  ({submission.model.framework}, "
@@ -406,7 +407,7 @@ def demo(
     with _needs("demo", "demo"):
         from modelsci.demo import run_demo
 
-    run_demo(_open(), console, large=large, executor=executor, address=address)
+    run_demo(_open(create=True), console, large=large, executor=executor, address=address)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ MODELSCI = str(Path(sys.executable).parent / "modelsci")
 
 @pytest.fixture
 def cat(tmp_path: Path) -> catalogue.Catalogue:
-    return catalogue.open(tmp_path / "cat")
+    return catalogue.open(tmp_path / "cat", create=True)
 
 
 def toy_model(seed: int = 0) -> ModelInstance:

@@ -272,11 +272,11 @@ def comparable(cat: catalogue.Catalogue, table: str) -> list[dict]:
 
 
 def test_a_writing_block_lands_what_commits_one_by_one_land(tmp_path) -> None:
-    one_by_one = catalogue.open(tmp_path / "one-by-one")
+    one_by_one = catalogue.open(tmp_path / "one-by-one", create=True)
     expected = land_all(one_by_one, memo_sequence())
     assert expected[2:5] == [3, None, expected[4]] and "names model" in expected[4]
 
-    held = catalogue.open(tmp_path / "held")
+    held = catalogue.open(tmp_path / "held", create=True)
     bundles = memo_sequence()
     landed = land_all(held, bundles[:2])
     with held.writing():
@@ -296,7 +296,7 @@ def test_a_writing_block_lands_what_commits_one_by_one_land(tmp_path) -> None:
 def test_a_writing_block_sees_commits_made_beside_it_in_its_process(tmp_path) -> None:
     """DuckDB shares one database between the connections of a process: another catalogue
     object can commit while a block holds the lock, and the block's memo must notice."""
-    block, beside = catalogue.open(tmp_path / "cat"), catalogue.open(tmp_path / "cat")
+    block, beside = catalogue.open(tmp_path / "cat", create=True), catalogue.open(tmp_path / "cat", create=True)
     other_model = toy_model(seed=7)
     with block.writing():
         block.commit(accuracy_bundle(0.9, None))
@@ -311,13 +311,13 @@ def test_a_writing_block_sees_commits_made_beside_it_in_its_process(tmp_path) ->
 
 
 def test_a_catalogue_made_before_key_bits_is_upgraded_and_check_guards_them(tmp_path) -> None:
-    old = catalogue.open(tmp_path / "old")
+    old = catalogue.open(tmp_path / "old", create=True)
     old.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
     con = duckdb.connect(str(old.db_path))
     con.execute("ALTER TABLE store.findings DROP COLUMN key_bits")
     con.close()
 
-    cat = catalogue.open(tmp_path / "old")
+    cat = catalogue.open(tmp_path / "old", create=True)
     cat.commit(accuracy_bundle(0.20, (0.15, 0.25), seed=1))  # finds version 1 through the filled-in bits
     assert [(r["version"], r["judgment"]) for r in cat.history(cat.sql(
         "SELECT key_id FROM findings LIMIT 1").column("key_id")[0].as_py()).to_pylist()] == [

@@ -34,7 +34,7 @@ COMMIT_BIG = textwrap.dedent(f"""
     run = bundle.runs[0]
     for i in range({BIG_FINDINGS}):
         bundle.add_finding(run, kind="importance", subject=f"feature {{i}}", statement="x", value=i / 7)
-    cat = catalogue.open(sys.argv[1])
+    cat = catalogue.open(sys.argv[1], create=True)
     print("committing", flush=True)
     cat.commit(bundle, message="big")
     print("done", flush=True)
@@ -45,7 +45,7 @@ HOLD_READER = textwrap.dedent(f"""
     import sys, time
     sys.path.insert(0, {str(REPO)!r})
     from modelsci import catalogue
-    cat = catalogue.open(sys.argv[1])
+    cat = catalogue.open(sys.argv[1], create=True)
     with cat.reader() as con:
         con.execute("SELECT count(*) FROM findings").fetchall()
         print("reading", flush=True)
@@ -59,7 +59,7 @@ COMMIT_LOOP = textwrap.dedent(f"""
     from modelsci import catalogue
     from tests.conftest import accuracy_bundle
     from pathlib import Path
-    cat = catalogue.open(sys.argv[1])
+    cat = catalogue.open(sys.argv[1], create=True)
     stop = Path(sys.argv[4]) if len(sys.argv) > 4 else None
     print("started", flush=True)
     seed = 0
@@ -81,7 +81,7 @@ def findings_count(cat: catalogue.Catalogue) -> int:
 
 def test_sigkill_during_a_large_commit_leaves_all_or_nothing(tmp_path: Path) -> None:
     path = tmp_path / "cat"
-    cat = catalogue.open(path)
+    cat = catalogue.open(path, create=True)
     cat.commit(accuracy_bundle(0.9, None, subject="kept"))
     outcomes = []
     # Kill at several points of the commit: from artifact writing, through the transaction, to its end.
@@ -106,7 +106,7 @@ def test_sigkill_during_a_large_commit_leaves_all_or_nothing(tmp_path: Path) -> 
 
 def test_sql_succeeds_while_another_process_keeps_committing(tmp_path: Path) -> None:
     path = tmp_path / "cat"
-    catalogue.open(path)
+    catalogue.open(path, create=True)
     stop = tmp_path / "stop"
     # The writer commits at least 20 bundles, and goes on until the readers have had 3 answers.
     writer = child(COMMIT_LOOP, str(path), "20", "loop", str(stop))
@@ -120,12 +120,12 @@ def test_sql_succeeds_while_another_process_keeps_committing(tmp_path: Path) -> 
     assert writer.wait() == 0, writer.stderr.read()
     committed = int(writer.stdout.readline())
     assert len(answers) >= 3 and answers == sorted(answers) and answers[-1] <= committed
-    assert findings_count(catalogue.open(path)) == committed
+    assert findings_count(catalogue.open(path, create=True)) == committed
 
 
 def test_a_commit_during_a_long_read_waits_and_lands(tmp_path: Path) -> None:
     path = tmp_path / "cat"
-    cat = catalogue.open(path)
+    cat = catalogue.open(path, create=True)
     reader = child(HOLD_READER, str(path), "2")
     assert reader.stdout.readline().strip() == "reading"
     started = time.monotonic()
@@ -138,7 +138,7 @@ def test_a_commit_during_a_long_read_waits_and_lands(tmp_path: Path) -> None:
 
 def test_a_writer_that_cannot_wait_long_enough_names_the_holder(tmp_path: Path) -> None:
     path = tmp_path / "cat"
-    catalogue.open(path)
+    catalogue.open(path, create=True)
     reader = child(HOLD_READER, str(path), "3")
     assert reader.stdout.readline().strip() == "reading"
     impatient = catalogue.Catalogue(path, write_timeout=0.3)
@@ -150,13 +150,13 @@ def test_a_writer_that_cannot_wait_long_enough_names_the_holder(tmp_path: Path) 
 
 def test_two_processes_committing_at_once_both_land(tmp_path: Path) -> None:
     path = tmp_path / "cat"
-    catalogue.open(path)
+    catalogue.open(path, create=True)
     writers = [child(COMMIT_LOOP, str(path), "15", name) for name in ("a", "b")]
     for w in writers:
         assert w.stdout.readline().strip() == "started"
     for w in writers:
         assert w.wait(timeout=300) == 0, w.stderr.read()
-    cat = catalogue.open(path)
+    cat = catalogue.open(path, create=True)
     per_writer = cat.sql("SELECT subject, count(*) AS n FROM findings GROUP BY subject ORDER BY subject").to_pylist()
     assert per_writer == [{"subject": "a", "n": 15}, {"subject": "b", "n": 15}]
     assert check(cat).ok
@@ -165,7 +165,7 @@ def test_two_processes_committing_at_once_both_land(tmp_path: Path) -> None:
 
 
 def test_interrupted_artifact_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     import pyarrow as pa
 
     bundle = accuracy_bundle(0.9, None)
@@ -187,7 +187,7 @@ def test_interrupted_artifact_write_leaves_no_partial_file(tmp_path: Path, monke
 
 def test_a_reader_waits_for_a_writing_block_and_sees_every_commit_of_it(tmp_path: Path) -> None:
     path = tmp_path / "cat"
-    cat = catalogue.open(path)
+    cat = catalogue.open(path, create=True)
     with cat.writing():
         cat.commit(accuracy_bundle(0.5, None, seed=0))
         reader = subprocess.Popen(
@@ -242,7 +242,7 @@ LONG_READER = textwrap.dedent(f"""
     sys.path.insert(0, {str(REPO)!r})
     from modelsci import catalogue
     from modelsci.catalogue.readonly import QueryTimeoutError, ReaderLimits, lock_down, run_bounded
-    cat = catalogue.open(sys.argv[1])
+    cat = catalogue.open(sys.argv[1], create=True)
     limits = ReaderLimits.resolve(timeout=float(sys.argv[2]))
     with cat.reader() as con:
         query = lock_down(con, cat.root, "SELECT count(*) FROM range(1000000) a, range(1000000) b", limits)
@@ -305,7 +305,7 @@ def spooled(cat_dir: Path) -> list[Path]:
 
 def assert_each_run_landed_once(cat_dir: Path, log: Path) -> None:
     assert len(log.read_text().split()) == 1, "the holding run was executed more than once"
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     runs = cat.sql("SELECT analysis_id, status, count(*) OVER (PARTITION BY id) AS copies FROM runs "
                    "ORDER BY analysis_id").to_pylist()
     assert [(r["analysis_id"], r["status"], r["copies"]) for r in runs] == [
@@ -360,7 +360,7 @@ def test_a_run_spooled_by_a_killed_modelsci_run_is_landed_by_the_next_one(holdin
     assert reader.poll() is None, "the reader ended before the kill: nothing was tested"
     assert reader.wait() == 0
     assert workers and wait_for(lambda: not any(alive(int(pid)) for pid in workers), "the workers to end", 10) is None
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     assert cat.sql("SELECT count(*) AS n FROM runs WHERE analysis_id = 'testing.holding@1'").to_pylist() == [{"n": 0}]
     result = modelsci("run", "--device", "cpu", catalogue_dir=cat_dir, env=env)
     assert "kept in the spool by another modelsci run" in result.stderr, result.stderr
@@ -378,7 +378,7 @@ def test_a_busy_commit_is_spooled_and_lands_once_even_if_cut_off_before_the_file
     import pyarrow as pa
 
     path = tmp_path / "cat"
-    catalogue.open(path)
+    catalogue.open(path, create=True)
     bundle = accuracy_bundle(0.9, (0.8, 1.0))
     bundle.add_finding(bundle.runs[0], kind="table", statement="t", artifacts={"t": pa.table({"x": [1, 2]})})
     reader = child(HOLD_READER, str(path), "3")
@@ -410,7 +410,7 @@ def test_a_spooled_bundle_lands_as_the_bundle_itself_would(tmp_path: Path) -> No
     run.environment = {"nested": {"list": [1, 2.5, None]}, "text": "é ✓"}
     bundle.add_finding(run, kind="table", statement="t", metrics={"budget": 7, "ratio": 1 / 3},
                        artifacts={"t": pa.table({"x": [1, 2], "s": ["a", None]})})
-    direct, through_spool = catalogue.open(tmp_path / "direct"), catalogue.open(tmp_path / "spooled")
+    direct, through_spool = catalogue.open(tmp_path / "direct", create=True), catalogue.open(tmp_path / "spooled", create=True)
     direct.commit(bundle)
     file = through_spool.spool.put(bundle, {"queued": {"any": "json"}})
     read_back, meta = through_spool.spool.read(file)

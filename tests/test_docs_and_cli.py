@@ -49,10 +49,21 @@ def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path) -> None:
         (["sql", "SELECT 1", "--format", "csv", "--out", str(tmp_path / "no" / "dir.csv")],
          f"No such file or directory: {tmp_path / 'no' / 'dir.csv'}"),
     ]
+    catalogue.open(tmp_path / "cat", create=True)
     for args, message in cases:
         result = modelsci(*args, catalogue_dir=tmp_path / "cat", check=False)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args", [["sql", "SELECT 1"], ["findings"], ["status"], ["check"], ["export", "out"],
+                                  ["run"], ["site", "build"]], ids=lambda a: " ".join(a))
+def test_commands_on_a_folder_without_a_catalogue_say_so_and_create_nothing(tmp_path, args) -> None:
+    typo = tmp_path / "typo"
+    result = modelsci(*args, catalogue_dir=typo, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {typo} holds no modelsci catalogue (no catalogue.duckdb)" in result.stderr
+    assert not typo.exists()
 
 
 def test_version_prints_the_installed_version() -> None:
@@ -74,7 +85,7 @@ def test_a_bug_prints_its_traceback_and_says_so_with_its_own_exit_code(tmp_path)
 def test_demo_builds_a_checked_catalogue_and_a_second_run_reuses_it(tmp_path) -> None:
     cat_dir = tmp_path / "cat"
     first = modelsci("demo", catalogue_dir=cat_dir, timeout=600).stdout
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     runs = cat.sql("SELECT count(*) AS n FROM runs WHERE status = 'succeeded'").to_pylist()[0]["n"]
     assert f"{runs} run(s) succeeded, 0 failed" in first and f"catalogue: {cat_dir}" in first
     families = cat.sql("SELECT DISTINCT split_part(analysis_name, '.', 1) AS f FROM findings ORDER BY f").to_pylist()
@@ -104,5 +115,5 @@ def test_every_example_manifest_names_files_that_exist_and_local_ones_submit(man
     for source in local:
         assert (manifest.parent / source).exists(), f"{manifest.name} names {source}, which does not exist"
     if len(local) == len(sources):  # hub sources would need the network
-        submission = submit(catalogue.open(tmp_path / "cat"), read_manifest(manifest), base_dir=manifest.parent)
+        submission = submit(catalogue.open(tmp_path / "cat", create=True), read_manifest(manifest), base_dir=manifest.parent)
         assert submission.queued

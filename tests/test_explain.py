@@ -78,7 +78,7 @@ def test_closed_form_values_through_the_cli(tmp_path: Path) -> None:
                   {"name": "interactions.shapley", "params": {"examples": 1, "baseline": "zeros", "index": "k-SII"}},
                   {"name": "interactions.weighted_banzhaf", "params": {"examples": 1, "baseline": "zeros", "p": 0.3}}])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat")
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
 
     def artifact(analysis: str, name: str) -> list[dict]:
         path = cat.sql(f"SELECT a.path FROM artifacts a JOIN findings_current f ON f.id = a.finding_id "
@@ -135,7 +135,7 @@ def test_captum_attributions_on_a_text_classifier_through_the_cli(tmp_path: Path
                               analyses=[{"name": n, "params": {"examples": 2, "text_mode": "mask"}} for n in (
                                   "attribution.integrated_gradients", "attribution.gradient_x_input", "attribution.occlusion")])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat")
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     rows = cat.sql("SELECT analysis_name, count(*) AS n FROM findings_current WHERE kind = 'attribution' "
                    "GROUP BY ALL ORDER BY ALL").to_pylist()
     assert [(r["analysis_name"], r["n"]) for r in rows] == [

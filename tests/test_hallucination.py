@@ -72,7 +72,7 @@ def test_trajectory_variance_finds_mode_interpolations_on_the_1d_toy(tmp_path: P
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
     import json
 
-    figures = json.loads(catalogue.open(tmp_path / "cat").sql(
+    figures = json.loads(catalogue.open(tmp_path / "cat", create=True).sql(
         "SELECT metrics FROM findings_current WHERE kind = 'hallucination_rate_change'").to_pylist()[0]["metrics"])
     assert figures["before"] > 0 and figures["after"] <= figures["before"] / 2, figures
 
@@ -89,7 +89,7 @@ def test_a_diffusers_pipeline_runs_through_both_filters_from_a_manifest(tmp_path
                               dataset=False, analyses=[{"name": "hallucination.trajectory_variance", "params": {"n_samples": 12, "last_steps": 5}},
                                         {"name": "hallucination.lid", "params": {"n_samples": 12, "draws": 2, "probes": 2}}])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     rows = cat.sql("SELECT subject, value, metrics FROM findings_current WHERE kind = 'hallucination_rate' "
                    "ORDER BY subject").to_pylist()
     assert [r["subject"] for r in rows] == ["lid_dsm", "lid_flipd", "trajectory_variance"]
@@ -120,6 +120,6 @@ def test_the_shapes_setting_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> No
                               dataset=False, analyses=[{"name": "hallucination.trajectory_variance",
                                                         "params": {"n_samples": 16, "last_steps": 5}}])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     metrics = cat.sql("SELECT metrics FROM findings_current WHERE kind = 'hallucination_rate'").to_pylist()[0]["metrics"]
     assert "true_rate" in metrics  # judged by counting shapes

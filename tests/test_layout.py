@@ -172,7 +172,7 @@ def test_a_core_install_answers_sql_without_torch_and_says_how_to_add_analyses(
         core_env: Path, tmp_path: Path) -> None:
     import modelsci
 
-    cat = modelsci.open(tmp_path / "cat")
+    cat = modelsci.open(tmp_path / "cat", create=True)
     cat.commit(accuracy_bundle(0.875, (0.8, 0.95)))
     version = _in_core_env(core_env, "modelsci", "--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.strip() == f"modelsci {modelsci.__version__}", version
@@ -191,7 +191,7 @@ def test_a_core_install_answers_sql_without_torch_and_says_how_to_add_analyses(
 def test_pypis_catalogue_package_and_modelsci_live_side_by_side(core_env: Path, tmp_path: Path) -> None:
     import modelsci
 
-    modelsci.open(tmp_path / "cat").commit(accuracy_bundle(0.5, None))
+    modelsci.open(tmp_path / "cat", create=True).commit(accuracy_bundle(0.5, None))
     theirs = _in_core_env(core_env, "python", "-c",
                           "import catalogue; print(catalogue.create('modelsci_test', 'things').namespace)",
                           cwd=tmp_path)

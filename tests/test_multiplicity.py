@@ -47,7 +47,7 @@ def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(tmp_p
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
         {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 30, "n_bootstrap": 100}}])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     info = cat.sql("SELECT value, metrics FROM findings_current WHERE kind = 'rashomon_set'").to_pylist()[0]
     size, figures = int(info["value"]), json.loads(info["metrics"])
     assert size >= 20
@@ -76,7 +76,7 @@ def test_treefarms_gives_an_exact_set_of_sparse_trees(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
         {"name": "multiplicity.treefarms", "params": {"max_features": 6, "n_bootstrap": 100}}])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     rows = {r["kind"]: r for r in cat.sql("SELECT kind, value, exact FROM findings_current").to_pylist()}
     assert rows["treefarms_set"]["value"] >= 2 and rows["treefarms_set"]["exact"] is True
     path = cat.sql("SELECT a.path FROM artifacts a JOIN findings_current f ON f.id = a.finding_id "

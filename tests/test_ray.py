@@ -26,7 +26,7 @@ def test_ray_executor_lands_the_same_findings_as_the_local_one(tmp_path: Path) -
         modelsci("submit", str(manifest), catalogue_dir=cat_dir)
         out = modelsci("run", "--executor", executor, "--device", "cpu", catalogue_dir=cat_dir, timeout=600).stdout
         assert "4 run(s) succeeded, 0 failed" in out
-        cat = catalogue.open(cat_dir)
+        cat = catalogue.open(cat_dir, create=True)
         assert check(cat).ok
         ids[executor] = sorted(r["id"] for r in cat.sql("SELECT id FROM findings").to_pylist())
         # one committer: every commit was made by this process, none by a worker

@@ -35,7 +35,7 @@ PEAK = textwrap.dedent(f"""
     import json, resource, sys
     sys.path.insert(0, {str(REPO)!r})
     from modelsci import catalogue
-    cat = catalogue.open(sys.argv[1])
+    cat = catalogue.open(sys.argv[1], create=True)
     cat.sql("SELECT count(*) FROM findings")  # load what any query loads
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:

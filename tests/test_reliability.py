@@ -38,7 +38,7 @@ def test_sigkill_of_modelsci_run_at_random_points_loses_nothing(tmp_path: Path) 
         {"name": "evaluation.performance", "params": {"n_bootstrap": 300}, "seeds": list(range(12))}])
     cat_dir = tmp_path / "cat"
     modelsci("submit", str(manifest), catalogue_dir=cat_dir)
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     rng = random.Random(7)
     seen: set[str] = set()
     interrupted = 0
@@ -103,7 +103,7 @@ def test_two_runners_on_one_queue_execute_every_run_once(tmp_path: Path) -> None
         assert runner.wait(timeout=300) == 0, runner.stderr.read()
     executions = log.read_text().split()
     assert len(executions) == 10 and len(set(executions)) == 10
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     assert cat.sql("SELECT count(*) AS n FROM runs WHERE status = 'succeeded'").to_pylist() == [{"n": 10}]
     assert check(cat).ok
 
@@ -137,7 +137,7 @@ manifests = st.dictionaries(known_keys, values, max_size=5) | st.fixed_dictionar
 def test_fuzzed_manifests_are_accepted_or_refused_clearly(tmp_path_factory: pytest.TempPathFactory, document: object) -> None:
     FUZZED["count"] += 1
     text = document if isinstance(document, str) else yaml.safe_dump(document, allow_unicode=True)
-    cat = catalogue.open(tmp_path_factory.getbasetemp() / "fuzz-cat")
+    cat = catalogue.open(tmp_path_factory.getbasetemp() / "fuzz-cat", create=True)
     try:
         submit(cat, text)
     except ModelsciError as exc:
@@ -155,7 +155,7 @@ def test_an_artifact_changed_on_disk_is_named_by_check(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")),
                               analyses=[{"name": "evaluation.performance", "params": {"n_bootstrap": 100}}])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat")
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     path = cat.sql("SELECT path FROM artifacts LIMIT 1").to_pylist()[0]["path"]
     data = bytearray((cat.root / path).read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -178,7 +178,7 @@ def _mlp_folder(folder: Path, weights: dict | None = None, args: dict | None = N
 def _run_one(tmp_path: Path, model: Path) -> tuple[subprocess.CompletedProcess[str], catalogue.Catalogue]:
     manifest = write_manifest(tmp_path / "m.yaml", str(model), analyses=[{"name": "evaluation.performance"}])
     result = modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", check=False)
-    return result, catalogue.open(tmp_path / "cat")
+    return result, catalogue.open(tmp_path / "cat", create=True)
 
 
 def test_a_model_that_outputs_nan_fails_its_run_with_an_error_naming_it(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     cat_dir = tmp / "cat"
     modelsci("submit", str(manifest), "--run", catalogue_dir=cat_dir, timeout=300)
     modelsci("submit", str(toy), "--run", catalogue_dir=cat_dir, timeout=300)
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     report = build_site(cat, tmp / "public")
     model_id = cat.sql("SELECT id FROM models WHERE framework = 'sklearn' AND base_model_id IS NULL").to_pylist()[0]["id"]
     toy_id = cat.sql("SELECT id FROM models WHERE framework = 'torch'").to_pylist()[0]["id"]

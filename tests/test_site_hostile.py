@@ -41,7 +41,7 @@ HUB = "https://huggingface.co/acme/tiny-model"
 
 def hostile_catalogue(root: Path) -> tuple[modelsci.Catalogue, dict[str, ModelInstance]]:
     """Hostile text in every field a contributor writes: names, paths, URIs, card, columns, statements."""
-    cat = modelsci.open(root)
+    cat = modelsci.open(root, create=True)
     models = {
         "base": toy_model(0).model_copy(update={
             "source_uri": f"/uploads/{LINK}{IMG}", "base_model": f"{LINK}{IMG}", "architecture": TITLE,
@@ -90,7 +90,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same kinds of pages from plain text: the scripts and outside links the site itself writes."""
     tmp = tmp_path_factory.mktemp("clean")
-    cat = modelsci.open(tmp / "cat")
+    cat = modelsci.open(tmp / "cat", create=True)
     cat.commit(accuracy_bundle(0.9, (0.8, 0.95)), author="Test Suite", message="plain")
     build_site(cat, tmp / "public")
     return tmp / "public"

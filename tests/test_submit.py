@@ -85,7 +85,7 @@ def test_evaluation_performance_equals_sklearn_accuracy_on_the_same_split(tmp_pa
     estimator = load_model(resolve_model(ModelSpec(source=str(model_dir), task="tabular-classification"))).model
     expected = accuracy_score(test["target"], estimator.predict(test.drop(columns="target").to_numpy()))
 
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     rows = cat.sql("SELECT kind, value, ci_low, ci_high, n FROM findings_current ORDER BY kind").to_pylist()
     by_kind = {r["kind"]: r for r in rows}
     assert set(by_kind) == {"accuracy", "macro_f1", "roc_auc", "expected_calibration_error"}
@@ -109,7 +109,7 @@ def test_resubmitting_plans_nothing_and_rerun_makes_new_versions(tmp_path: Path)
     again = modelsci("submit", str(manifest), catalogue_dir=cat_dir)
     assert "queued  sha256" not in again.stdout and "1 run(s) already planned" in again.stdout
     modelsci("submit", str(manifest), "--rerun", "--run", catalogue_dir=cat_dir)
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     versions = cat.sql("SELECT kind, max(version) AS v, count(*) AS n FROM findings GROUP BY kind").to_pylist()
     assert {(r["v"], r["n"]) for r in versions} == {(2, 2)}
     # Same model, same data, same seed: the rerun replicates the first run exactly.
@@ -123,7 +123,7 @@ def test_same_weights_from_two_places_are_one_model_instance(tmp_path: Path) -> 
     for name in ("a", "b"):
         manifest = write_manifest(tmp_path / f"{name}.yaml", str(breast_cancer_skops(tmp_path / name)))
         modelsci("submit", str(manifest), catalogue_dir=cat_dir)
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     assert cat.sql("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 1}]
     assert cat.sql("SELECT count(*) AS n FROM store.queue").to_pylist() == [{"n": 1}]
 
@@ -138,7 +138,7 @@ def test_minilm_through_the_hub_cache_end_to_end(tmp_path: Path) -> None:
     )
     env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", env=env)
-    cat = catalogue.open(tmp_path / "cat")
+    cat = catalogue.open(tmp_path / "cat", create=True)
     model = cat.sql("SELECT source_uri, revision, framework FROM models").to_pylist()
     assert model == [{"source_uri": "hf://sentence-transformers/all-MiniLM-L6-v2",
                       "revision": "c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
@@ -149,7 +149,7 @@ def test_minilm_through_the_hub_cache_end_to_end(tmp_path: Path) -> None:
 
 def _refused(tmp_path: Path, manifest_text: str, *expected: str, env: dict[str, str] | None = None) -> str:
     cat_dir = tmp_path / "cat"
-    catalogue.open(cat_dir)
+    catalogue.open(cat_dir, create=True)
     before = db_hash(cat_dir)
     path = tmp_path / "bad.yaml"
     path.write_text(manifest_text)
@@ -221,7 +221,7 @@ def test_a_failing_run_is_recorded_and_the_others_succeed(tmp_path: Path, plugin
     cat_dir = tmp_path / "cat"
     result = modelsci("submit", str(manifest), "--run", catalogue_dir=cat_dir, env=plugin_path, check=False)
     assert result.returncode == 1 and "3 run(s) succeeded, 1 failed" in result.stdout
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     failed = cat.sql("SELECT * FROM runs WHERE status = 'failed'").to_pylist()
     assert len(failed) == 1 and failed[0]["seed"] == 1
     assert failed[0]["error"] == "RuntimeError: half-way failure on seed 1"
@@ -246,7 +246,7 @@ def test_a_killed_run_is_resumed_by_the_next_modelsci_run(tmp_path: Path, plugin
     env = {**os.environ, **plugin_path}
     proc = subprocess.Popen([MODELSCI, "--catalogue", str(cat_dir), "run"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the run is claimed, i.e. analysing
         if cat.sql("SELECT status FROM store.queue").to_pylist() == [{"status": "running"}]:
@@ -273,7 +273,7 @@ def test_jobs_run_in_worker_processes_and_each_run_lands_once(tmp_path: Path, pl
     modelsci("submit", str(manifest), catalogue_dir=cat_dir, env=plugin_path)
     out = modelsci("run", "--jobs", "2", "--device", "cpu", catalogue_dir=cat_dir, env=plugin_path).stdout
     assert "4 run(s) succeeded, 0 failed" in out
-    cat = catalogue.open(cat_dir)
+    cat = catalogue.open(cat_dir, create=True)
     assert cat.sql("SELECT seed, count(*) AS n FROM runs GROUP BY seed ORDER BY seed").to_pylist() == [
         {"seed": s, "n": 1} for s in range(4)]
     assert check(cat).ok

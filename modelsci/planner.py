@@ -19,7 +19,7 @@ from modelsci.analyses.base import registry, unavailable
 from modelsci.catalogue.store import Catalogue
 from modelsci.ingest.datasets import DatasetHandle, resolve_dataset
 from modelsci.ingest.models import ModelHandle, resolve_model
-from modelsci.schemas.bundle import ResultBundle, params_hash
+from modelsci.schemas.bundle import ResultBundle, params_hash, run_id, run_key
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import content_id
 from modelsci.schemas.manifest import DatasetSpec, Manifest, ManifestError, ModelSpec, parse_manifest, problem_at
@@ -115,8 +115,7 @@ def plan_runs(cat: Catalogue, manifest: Manifest, model: ModelHandle, dataset: D
         params = plugin.Params.model_validate(request.params).model_dump(mode="json")
         analysis_id = f"{plugin.name}@{plugin.version}"
         for seed in dict.fromkeys(request.seeds):
-            key = content_id({"model": model.id, "dataset": dataset.id if dataset else None,
-                              "analysis": analysis_id, "params": params_hash(params), "seed": seed})
+            key = run_key(model.id, dataset.id if dataset else None, analysis_id, params_hash(params), seed)
             attempt = 0
             if key in latest:
                 last_attempt, status = latest[key]
@@ -133,7 +132,7 @@ def plan_runs(cat: Catalogue, manifest: Manifest, model: ModelHandle, dataset: D
 def _queued(key: str, attempt: int, model: ModelHandle, dataset: DatasetHandle | None,
             analysis_id: str, params: dict, seed: int, manifest: Manifest, submission_id: str) -> QueuedRun:
     return QueuedRun(
-        run_id=content_id({"run_key": key, "attempt": attempt}), run_key=key, attempt=attempt,
+        run_id=run_id(key, attempt), run_key=key, attempt=attempt,
         model_id=model.id, dataset_id=dataset.id if dataset else None, analysis_id=analysis_id,
         params=params, seed=seed,
         model_spec={**manifest.model.model_dump(mode="json"), **model.spec(),

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from modelsci.schemas.entities import Analysis, Dataset, Finding, FindingLink, ModelInstance, Run
 from modelsci.schemas.identity import canonical_json, content_id
 
-__all__ = ["BundleArtifact", "ResultBundle", "finding_key", "params_hash"]
+__all__ = ["BundleArtifact", "ResultBundle", "finding_id", "finding_key", "params_hash", "run_id", "run_key"]
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -34,6 +34,32 @@ def finding_key(
         "analysis": analysis_name, "dataset": dataset_id, "kind": kind,
         "model": model_id, "params": params_hash, "subject": subject,
     })
+
+
+def finding_id(
+    key_id: str, run_id: str, *, analysis_id: str, statement: str, value: float | None,
+    ci: tuple[float, float] | None, n: int | None, unit: str | None, exact: bool | None,
+    metrics: dict[str, Any] | None, artifacts: dict[str, str],
+) -> str:
+    """A finding's id: its key, its run and its payload, numbers rounded (``_rounded``) and
+    ``artifacts`` as name -> hex sha256 of the file's bytes."""
+    payload = {
+        "analysis_id": analysis_id, "statement": statement, "value": _rounded(value),
+        "ci": _rounded(list(ci)) if ci else None, "n": n, "unit": unit, "exact": exact,
+        "metrics": _rounded(metrics or {}), "artifacts": artifacts,
+    }
+    return content_id({"key": key_id, "run": run_id, "payload": payload})
+
+
+def run_key(model_id: str, dataset_id: str | None, analysis_id: str, params_hash: str, seed: int) -> str:
+    """What the attempts of one planned run share: model, dataset, analysis@version, params hash, seed."""
+    return content_id({"model": model_id, "dataset": dataset_id, "analysis": analysis_id,
+                       "params": params_hash, "seed": seed})
+
+
+def run_id(run_key: str, attempt: int) -> str:
+    """A planned run's id: its key and attempt (0 first; a failed run planned again is the next)."""
+    return content_id({"run_key": run_key, "attempt": attempt})
 
 
 @dataclass(frozen=True)
@@ -116,14 +142,10 @@ class ResultBundle:
         model_id = model_id or run.model_id
         key_id = finding_key(model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
         files = {name: parquet_bytes(table) for name, table in (artifacts or {}).items()}
-        payload = {
-            "analysis_id": run.analysis_id, "statement": statement, "value": _rounded(value),
-            "ci": _rounded(list(ci)) if ci else None, "n": n, "unit": unit, "exact": exact,
-            "metrics": _rounded(metrics or {}),
-            "artifacts": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-        }
         finding = Finding(
-            id=content_id({"key": key_id, "run": run.id, "payload": payload}),
+            id=finding_id(key_id, run.id, analysis_id=run.analysis_id, statement=statement, value=value,
+                          ci=ci, n=n, unit=unit, exact=exact, metrics=metrics,
+                          artifacts={name: hashlib.sha256(data).hexdigest() for name, data in files.items()}),
             key_id=key_id, model_id=model_id, dataset_id=run.dataset_id,
             analysis_id=run.analysis_id, analysis_name=analysis_name, params_hash=run.params_hash,
             kind=kind, subject=subject, run_id=run.id, statement=statement, value=value,

@@ -122,7 +122,8 @@ def open_regular(path: Path, *, within: Path | None = None, what: str = "",
 def read_bytes(path: Path, max_bytes: int, *, within: Path | None = None, what: str = "") -> bytes:
     """A regular file's bytes, at most ``max_bytes`` of them (a file that grows past it is refused)."""
     with open_regular(path, within=within, what=what, max_bytes=max_bytes) as f:
-        data = f.read(max_bytes + 1)
+        # Ask for what the file holds (and one byte more), not the limit: read(n) allocates n.
+        data = f.read(min(os.fstat(f.fileno()).st_size, max_bytes) + 1)
     if len(data) > max_bytes:
         raise RefusedFileError(f"{what + ': ' if what else ''}{path} is over the limit of {max_bytes:,} bytes")
     return data

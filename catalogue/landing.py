@@ -34,7 +34,7 @@ from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import canonical_json, content_id
 
 __all__ = ["REFERENCES", "ArtifactWriteError", "BundleError", "CommitInfo", "artifact_id", "bundle_tables",
-           "commit_id", "land", "write_artifacts"]
+           "commit_id", "fsync_dir", "land", "write_artifacts"]
 
 class ArtifactWriteError(ModelsciError, OSError):
     """An artifact file could not be written (a full disk, say); nothing was committed."""
@@ -75,10 +75,11 @@ def write_artifacts(artifacts_dir: Path, artifacts: list[BundleArtifact]) -> Non
             raise ArtifactWriteError(exc.errno, f"could not write artifact {target.name} ({exc.strerror}); "
                           "nothing was committed") from exc
     if written:  # the renames are durable once the directory is
-        _fsync_dir(artifacts_dir)
+        fsync_dir(artifacts_dir)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (renames into it) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

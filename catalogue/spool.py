@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from modelsci.catalogue.landing import fsync_dir
 from modelsci.schemas.bundle import BundleArtifact, ResultBundle
 from modelsci.schemas.entities import Analysis, Dataset, Finding, FindingLink, ModelInstance, Run
 from modelsci.schemas.errors import ModelsciError
@@ -72,7 +73,7 @@ class Spool:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         return target
 
     def pending(self) -> list[Path]:
@@ -109,7 +110,7 @@ class Spool:
     def remove(self, path: Path) -> None:
         """Forget a spooled bundle once it has landed (idempotent)."""
         path.unlink(missing_ok=True)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
 
 def _encode(bundle: ResultBundle, meta: dict[str, Any]) -> bytes:
@@ -147,14 +148,6 @@ def _decode(table: pa.Table) -> tuple[ResultBundle, dict[str, Any]]:
     if not isinstance(meta, dict):
         raise ValueError("no meta row")
     return bundle, meta
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _alive(pid_text: str) -> bool:

@@ -146,8 +146,10 @@ def sql(
 ) -> None:
     """Run a read-only SQL query over the catalogue, within a time and a memory limit.
 
-    Tables: models, datasets, analyses, runs, findings, findings_current, finding_links,
-    commits, artifacts. An artifact's rows: SELECT * FROM 'artifacts/<sha256>.parquet'.
+    Tables: models, datasets, analyses, runs, findings, findings_current, finding_links, commits, artifacts.
+
+    An artifact's rows: SELECT * FROM 'artifacts/<sha256>.parquet'.
+
     While a query runs, writers (modelsci run, import) wait for it: hence the limits.
 
     Example: modelsci sql "SELECT kind, subject, value FROM findings_current" --format csv

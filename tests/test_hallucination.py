@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from modelsci import catalogue
-from modelsci.analyses.hallucination.diffusion import DiffusionModel, Schedule, sample
+from modelsci.analyses.hallucination.diffusion import DiffusionModel, Schedule, diffusion_model, sample
 from modelsci.analyses.hallucination.lid import lid_dsm, lid_flipd
 from modelsci.analyses.hallucination.toy import ground_truth, train_denoiser
 from modelsci.catalogue.integrity import check
@@ -97,6 +97,70 @@ def test_a_diffusers_pipeline_runs_through_both_filters_from_a_manifest(tmp_path
     model = cat.sql("SELECT framework, architecture FROM models").to_pylist()[0]
     assert model == {"framework": "diffusers", "architecture": "DDPMPipeline"}
     assert check(cat).ok
+
+
+def _tiny_ddpm(prediction_type: str, variance_type: str = "fixed_small", timesteps: int = 1000):  # noqa: ANN202
+    """A float64 tiny UNet and a DDPMScheduler whose ᾱ is the float64 cumprod modelsci computes."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                       block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4).double().eval()
+    scheduler = DDPMScheduler(num_train_timesteps=timesteps, prediction_type=prediction_type,
+                              variance_type=variance_type, clip_sample=False)
+    scheduler.alphas_cumprod = torch.cumprod(1 - scheduler.betas.double(), 0)  # diffusers keeps float32
+    return unet, scheduler
+
+
+def _as_loaded(unet, scheduler):  # noqa: ANN001, ANN202
+    """What diffusion_model reads of a loaded pipeline (no folder, so no modelsci note)."""
+    from types import SimpleNamespace
+
+    from diffusers import DDPMPipeline
+
+    return SimpleNamespace(handle=SimpleNamespace(framework="diffusers", path=Path("/nonexistent")),
+                           model=DDPMPipeline(unet=unet, scheduler=scheduler), device="cpu")
+
+
+@pytest.mark.parametrize("prediction_type, variance_type", [
+    ("v_prediction", "fixed_small"), ("sample", "fixed_large"), ("sample", "fixed_small_log"), ("epsilon", "fixed_small")])
+def test_one_reverse_step_equals_the_diffusers_ddpm_step(prediction_type: str, variance_type: str) -> None:
+    from modelsci.analyses.hallucination.diffusion import reverse_step
+
+    unet, scheduler = _tiny_ddpm(prediction_type, variance_type)
+    model = diffusion_model(_as_loaded(unet, scheduler))
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for t in (999, 500, 3, 0):
+        expected = scheduler.step(unet(x, t).sample, t, x, generator=torch.Generator().manual_seed(2))
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        prev, x0 = reverse_step(model, x, t, noise)
+        torch.testing.assert_close(x0, expected.pred_original_sample, rtol=0, atol=1e-6)
+        torch.testing.assert_close(prev, expected.prev_sample, rtol=0, atol=1e-6)
+
+
+def test_sampling_a_v_prediction_model_follows_the_diffusers_scheduler() -> None:
+    """Three steps end to end: samples and every x̂₀ equal a DDPMScheduler loop on the same noise."""
+    unet, scheduler = _tiny_ddpm("v_prediction", timesteps=3)
+    samples, history = sample(diffusion_model(_as_loaded(unet, scheduler)), 2, torch.Generator().manual_seed(3),
+                              keep_last=3)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn((2, 1, 8, 8), generator=generator, dtype=torch.float64)
+    originals = []
+    for t in (2, 1, 0):
+        x, x0 = scheduler.step(unet(x, t).sample, t, x, generator=generator, return_dict=False)
+        originals.append(x0)
+    np.testing.assert_allclose(samples, x.detach().numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(history, torch.stack(originals[::-1], dim=1).detach().numpy(), rtol=0, atol=1e-6)
+    assert np.abs(history).max() > 0.1  # not a vacuous match
+
+
+@pytest.mark.parametrize("variance_type", ["learned", "learned_range", "unheard_of"])
+def test_a_learned_or_unknown_variance_is_refused_at_load(variance_type: str) -> None:
+    unet, scheduler = _tiny_ddpm("epsilon", timesteps=10)
+    scheduler.register_to_config(variance_type=variance_type)
+    with pytest.raises(ValueError, match=variance_type):
+        diffusion_model(_as_loaded(unet, scheduler))
 
 
 def test_shape_counting_is_the_ground_truth_of_the_shapes_setting() -> None:

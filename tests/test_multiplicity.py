@@ -43,6 +43,55 @@ def test_viable_prediction_range() -> None:
     np.testing.assert_allclose(metrics.viable_prediction_range(scores, np.array([0, 1])), [0.2, 0.3])
 
 
+def _importance_by_hand(predict, x: np.ndarray, y: np.ndarray, repeats: int, seed: int) -> np.ndarray:
+    """Mean accuracy drop per column, with the shuffles scikit-learn draws from ``seed``: one
+    RandomState per column, seeded from the first draw, each repeat shuffling the column again."""
+    column_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
+    base = np.mean(predict(x) == y)
+    out = np.zeros(x.shape[1])
+    for j in range(x.shape[1]):
+        generator, shuffled, order = np.random.RandomState(column_seed), x.copy(), np.arange(len(x))
+        drops = []
+        for _ in range(repeats):
+            generator.shuffle(order)
+            shuffled[:, j] = shuffled[order, j]
+            drops.append(base - np.mean(predict(shuffled) == y))
+        out[j] = np.mean(drops)
+    return out
+
+
+def test_permutation_importance_keeps_labels_when_the_test_split_lacks_a_class() -> None:
+    """Iris: the test split holds classes 1 and 2 only; one member never saw class 2."""
+    import torch
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from modelsci.analyses.multiplicity.rashomon_set import _permutation_importance
+
+    x, y = load_iris(return_X_y=True)
+    classes = np.array([0, 1, 2])
+    test = np.random.default_rng(0).permutation(np.flatnonzero(y > 0))[:60]
+    x_test, y_test = x[test], y[test]
+    reference = LogisticRegression(max_iter=1000).fit(x, y)
+    partial = LogisticRegression(max_iter=1000).fit(x[y < 2], y[y < 2])  # classes_ = [0, 1]
+    torch.manual_seed(0)
+    module = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor(reference.coef_, dtype=torch.float32))
+        module.bias.copy_(torch.tensor(reference.intercept_, dtype=torch.float32))
+
+    def module_predict(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.as_tensor(rows, dtype=torch.float32)).argmax(1).numpy()  # column j is class j
+
+    for model, predict in ((reference, reference.predict), (partial, partial.predict), (module, module_predict)):
+        expected = _importance_by_hand(predict, x_test, y_test, 3, seed=7)
+        got = _permutation_importance(model, x_test, y_test, classes, 3, 7)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.mean(reference.predict(x_test) == y_test) > 0.9  # a model worth explaining
+    assert _importance_by_hand(reference.predict, x_test, y_test, 3, seed=7).max() > 0.1  # not all zero
+
+
 def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
         {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 30, "n_bootstrap": 100}}])

@@ -10,7 +10,7 @@ from scipy import stats
 
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.multiplicity.metrics import multiplicity_metrics
-from modelsci.analyses.multiplicity.rashomon import RashomonParams, rashomon_members, scores_of, splits
+from modelsci.analyses.multiplicity.rashomon import RashomonParams, class_scores, rashomon_members, splits
 from modelsci.schemas.entities import Pillar
 
 __all__ = ["Preprocessing", "PreprocessingParams"]
@@ -25,7 +25,7 @@ class PreprocessingParams(RashomonParams):
 
 class Preprocessing(AnalysisPlugin):
     name = "multiplicity.preprocessing"
-    version = "1"
+    version = "2"  # scores aligned to the known classes (a member may lack one)
     family = "multiplicity"
     pillar = Pillar.verify
     description = ("Repeats the Rashomon-set study after class balancing (random over/under-sampling, "
@@ -50,8 +50,8 @@ class Preprocessing(AnalysisPlugin):
             if len(members) < 2:
                 results[setting] = None
                 continue
-            member_scores = np.stack([scores_of(c.model, x_test[:, columns]) for c in members])
-            values, _, predictions = multiplicity_metrics(scores_of(reference, x_test[:, columns]), member_scores,
+            member_scores = np.stack([class_scores(c.model, x_test[:, columns], classes) for c in members])
+            values, _, predictions = multiplicity_metrics(class_scores(reference, x_test[:, columns], classes), member_scores,
                                                           y_test, classes, ctx.rng, params.n_bootstrap)
             results[setting] = (values, info, len(columns), predictions)
             ctx.progress(done + 1, len(settings))

@@ -27,8 +27,8 @@ from modelsci.ingest.models import read_json, skops_parameter_count
 from modelsci.schemas.entities import ModelInstance
 from modelsci.schemas.identity import skops_hash, tensor_hash_of_arrays
 
-__all__ = ["Candidate", "RashomonParams", "build_candidates", "losses", "member_instance", "rashomon_members",
-           "scores_of", "select", "splits"]
+__all__ = ["Candidate", "RashomonParams", "build_candidates", "class_scores", "losses", "member_instance",
+           "rashomon_members", "scores_of", "select", "splits"]
 
 
 @dataclass
@@ -45,6 +45,27 @@ def scores_of(model: Any, x: np.ndarray) -> np.ndarray:
             out = model(torch.as_tensor(x, dtype=torch.float32))
         return torch.softmax(out, 1).double().numpy()
     return np.asarray(model.predict_proba(x), dtype=np.float64)
+
+
+def class_scores(model: Any, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Scores (rows x len(classes)) whose column j is ``classes[j]``, whichever classes the model saw.
+
+    A scikit-learn estimator's columns follow its own ``classes_`` (a member fit on a resample
+    that lacks a class has fewer): they are put in the columns of those classes, the others
+    score 0. A torch module's output column j is class j of ``classes``.
+    """
+    scores = scores_of(model, x)
+    own = getattr(model, "classes_", None)
+    if own is None:
+        if scores.shape[1] != len(classes):
+            raise ValueError(f"the model scores {scores.shape[1]} classes, the data has {len(classes)}")
+        return scores
+    columns = np.searchsorted(classes, own)
+    if np.any(columns >= len(classes)) or not np.array_equal(classes[np.minimum(columns, len(classes) - 1)], own):
+        raise ValueError(f"the model predicts classes {own.tolist()} that are not all in the data's {classes.tolist()}")
+    out = np.zeros((len(x), len(classes)))
+    out[:, columns] = scores
+    return out
 
 
 def _regularisation(estimator: Any) -> tuple[str, float] | None:
@@ -104,7 +125,7 @@ def _train_mlp(args: dict[str, Any], x: np.ndarray, y: np.ndarray, seed: int, ep
 
 
 def losses(models: list[Any], x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return np.array([log_loss(y, np.clip(scores_of(m, x), 1e-12, 1), labels=classes) for m in models])
+    return np.array([log_loss(y, np.clip(class_scores(m, x, classes), 1e-12, 1), labels=classes) for m in models])
 
 
 def select(candidate_losses: np.ndarray, reference_loss: float, epsilon: float, mode: str) -> tuple[np.ndarray, float, float]:

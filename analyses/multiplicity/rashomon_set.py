@@ -14,10 +14,17 @@ import json
 import numpy as np
 import pyarrow as pa
 from scipy import stats
+from sklearn.inspection import permutation_importance
 
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.multiplicity.metrics import multiplicity_metrics
-from modelsci.analyses.multiplicity.rashomon import RashomonParams, member_instance, rashomon_members, scores_of, splits
+from modelsci.analyses.multiplicity.rashomon import (
+    RashomonParams,
+    class_scores,
+    member_instance,
+    rashomon_members,
+    splits,
+)
 from modelsci.analyses.stats import bootstrap_ci
 from modelsci.schemas.entities import FindingLink, Pillar
 
@@ -26,7 +33,7 @@ __all__ = ["RashomonSet"]
 
 class RashomonSet(AnalysisPlugin):
     name = "multiplicity.rashomon_set"
-    version = "1"
+    version = "2"  # 2: permutation importance scores labels against the classes of both splits
     family = "multiplicity"
     pillar = Pillar.verify
     description = ("Retrains the model's family over seeds, bootstrap resamples and regularisation, keeps "
@@ -59,8 +66,8 @@ class RashomonSet(AnalysisPlugin):
                 "member": np.arange(len(members)), "loss": [c.loss for c in members],
                 "description": [json.dumps(c.description, sort_keys=True) for c in members]})},
         )
-        member_scores = np.stack([scores_of(c.model, x_test) for c in members])
-        reference_scores = scores_of(reference, x_test)
+        member_scores = np.stack([class_scores(c.model, x_test, classes) for c in members])
+        reference_scores = class_scores(reference, x_test, classes)
         values, points, predictions = multiplicity_metrics(reference_scores, member_scores, y_test, classes,
                                                            ctx.rng, params.n_bootstrap)
         for name, (value, ci) in values.items():
@@ -74,7 +81,7 @@ class RashomonSet(AnalysisPlugin):
             )
         ctx.progress(2, 3)
         self._members(ctx, members, set_finding)
-        self._explanations(ctx, params, reference, members, x_test, y_test)
+        self._explanations(ctx, params, reference, members, x_test, y_test, classes)
         ctx.progress(3, 3)
 
     def _members(self, ctx: RunContext, members: list, set_finding) -> None:  # noqa: ANN001
@@ -93,12 +100,18 @@ class RashomonSet(AnalysisPlugin):
                                                 evidence={"reference_model": reference.id, "member_model": instance.id}))
 
     def _explanations(self, ctx: RunContext, params: RashomonParams, reference, members: list,  # noqa: ANN001
-                      x: np.ndarray, y: np.ndarray) -> None:
-        """Explanation multiplicity: permutation importance of each member against the reference's."""
+                      x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> None:
+        """Explanation multiplicity: permutation importance of each member against the reference's.
+
+        Every model is permuted with the same shuffles (one seed drawn from the run's rng), so
+        differences between importances are the models', not the shuffles'.
+        """
         names = ctx.dataset.feature_names
         rng = ctx.rng
-        ref_imp = _permutation_importance(reference, x, y, params.importance_repeats, rng)
-        member_imp = np.stack([_permutation_importance(c.model, x, y, params.importance_repeats, rng) for c in members])
+        seed = int(rng.integers(0, 2**31 - 1))
+        repeats = params.importance_repeats
+        ref_imp = _permutation_importance(reference, x, y, classes, repeats, seed)
+        member_imp = np.stack([_permutation_importance(c.model, x, y, classes, repeats, seed) for c in members])
         taus = np.array([stats.kendalltau(ref_imp, imp).statistic for imp in member_imp])
         taus = np.nan_to_num(taus, nan=0.0)
         ci = bootstrap_ci(lambda i: float(taus[i].mean()), len(taus), rng, params.n_bootstrap)
@@ -106,7 +119,8 @@ class RashomonSet(AnalysisPlugin):
             kind="importance_kendall_tau", value=float(taus.mean()), ci=ci, n=len(taus), unit="Kendall tau",
             statement=f"members rank features like the model with mean Kendall tau {taus.mean():.3f} "
                       f"(permutation importance, {len(taus)} members)",
-            metrics={"method": "permutation importance (accuracy drop)", "min_tau": float(taus.min())},
+            metrics={"method": "permutation importance (mean accuracy drop, sklearn.inspection)",
+                     "repeats": repeats, "min_tau": float(taus.min())},
             artifacts={"importances": pa.table({
                 "member": np.repeat(np.arange(-1, len(members)), len(names)),
                 "feature": pa.array(names * (len(members) + 1)),
@@ -121,16 +135,30 @@ class RashomonSet(AnalysisPlugin):
                             metrics={"mean_importance": float(mean)})
 
 
-def _permutation_importance(model, x: np.ndarray, y: np.ndarray, repeats: int, rng: np.random.Generator) -> np.ndarray:  # noqa: ANN001
-    """Mean accuracy drop when each column is permuted (works for estimators and torch modules)."""
-    base = float((scores_of(model, x).argmax(1) == np.searchsorted(np.unique(y), y)).mean())
-    out = np.zeros(x.shape[1])
-    labels = np.searchsorted(np.unique(y), y)
-    for j in range(x.shape[1]):
-        drops = []
-        for _ in range(repeats):
-            shuffled = x.copy()
-            shuffled[:, j] = rng.permutation(shuffled[:, j])
-            drops.append(base - float((scores_of(model, shuffled).argmax(1) == labels).mean()))
-        out[j] = np.mean(drops)
-    return out
+class _ClassIndexPredictor:
+    """A fitted model as scikit-learn's permutation importance calls it: it predicts ``classes``
+    through scores aligned to them (``class_scores``), whatever classes the model itself saw."""
+
+    def __init__(self, model, classes: np.ndarray) -> None:  # noqa: ANN001
+        self.model, self.classes = model, classes
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> _ClassIndexPredictor:
+        return self  # already fitted
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes[class_scores(self.model, x, self.classes).argmax(1)]
+
+
+def _accuracy(estimator: _ClassIndexPredictor, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(estimator.predict(x) == y))
+
+
+def _permutation_importance(model, x: np.ndarray, y: np.ndarray, classes: np.ndarray, repeats: int,  # noqa: ANN001
+                            seed: int) -> np.ndarray:
+    """Mean accuracy drop when each column is permuted (``sklearn.inspection.permutation_importance``,
+    for estimators and torch modules alike); labels are compared as values of ``classes``."""
+    if not np.isin(y, classes).all():
+        raise ValueError(f"labels {np.setdiff1d(y, classes).tolist()} are not among the classes {classes.tolist()}")
+    result = permutation_importance(_ClassIndexPredictor(model, classes), x, y, scoring=_accuracy,
+                                    n_repeats=repeats, random_state=seed)
+    return np.asarray(result.importances_mean, dtype=np.float64)

@@ -3,12 +3,22 @@
 A worker only executes (load the model and data, run the analysis, return a bundle); the
 process that claimed the run lands the bundle (``committer.Committer``), so one process
 commits. A run that raises lands as a failed Run with its error and traceback.
+
+Peak memory is the run's own: on CUDA ``torch.cuda.max_memory_allocated`` after resetting
+the peak at the start of the run; on CPU the largest resident set size of the process while
+the run executes, sampled every 20 ms by a background thread from ``/proc/self/statm`` (the
+process's peak ``ru_maxrss`` would report, for every run after the first in one process, the
+largest of all runs so far). It includes what the process already held (models and data
+cached by earlier runs), which the run records as ``rss_at_start_bytes``; a spike shorter than
+the sampling interval can be missed.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -68,6 +78,12 @@ def execute(queued: QueuedRun, device: str, progress: Progress | None = None) ->
     clock = time.perf_counter()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    with _ResidentPeak() as peak:
+        return _execute(queued, device, progress, started, clock, peak)
+
+
+def _execute(queued: QueuedRun, device: str, progress: Progress | None, started: datetime, clock: float,
+             peak: _ResidentPeak) -> ResultBundle:
     try:
         plugin_cls = registry().get(queued.analysis_id.split("@")[0])
         if plugin_cls is None or f"{plugin_cls.name}@{plugin_cls.version}" != queued.analysis_id:
@@ -90,7 +106,7 @@ def execute(queued: QueuedRun, device: str, progress: Progress | None = None) ->
     except Exception as exc:
         return _failed(queued, device, exc, started)
     run.status = "succeeded"
-    _finish(run, clock, device)
+    _finish(run, clock, device, peak)
     bundle = ctx.bundle
     bundle.analyses.append(plugin_cls.entity())
     bundle.runs.append(run)
@@ -125,15 +141,65 @@ def _failed(queued: QueuedRun, device: str, exc: BaseException, started: datetim
     return ResultBundle(runs=[run])
 
 
-def _finish(run: Run, clock: float, device: str) -> None:
+def _finish(run: Run, clock: float, device: str, peak: _ResidentPeak) -> None:
     run.finished_at = datetime.now(UTC).replace(tzinfo=None)
     run.wall_s = time.perf_counter() - clock
     if device.startswith("cuda"):
         run.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
         run.environment["peak_memory"] = "torch.cuda.max_memory_allocated during the run"
-    else:
-        run.peak_memory_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        run.environment["peak_memory"] = "peak resident set size of the executing process"
+    elif peak.start is not None:
+        run.peak_memory_bytes = peak.stop()
+        run.environment["peak_memory"] = ("largest resident set size of the executing process during the run, "
+                                          f"sampled every {_SAMPLE_S * 1000:.0f} ms from /proc/self/statm")
+        run.environment["rss_at_start_bytes"] = peak.start
+    else:  # no /proc (macOS): the process's peak, which earlier runs in this process may have set
+        scale = 1 if sys.platform == "darwin" else 1024
+        run.peak_memory_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        run.environment["peak_memory"] = "peak resident set size of the executing process (ru_maxrss)"
+
+
+_SAMPLE_S = 0.02
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident_bytes() -> int | None:
+    """The process's resident set size now, or None without /proc."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _ResidentPeak:
+    """The largest resident set size seen while the block runs, sampled by a daemon thread."""
+
+    def __init__(self) -> None:
+        self.start = _resident_bytes()
+        self.peak = self.start or 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="modelsci-peak-memory", daemon=True)
+
+    def __enter__(self) -> _ResidentPeak:
+        if self.start is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _sample(self) -> None:
+        while not self._done.wait(_SAMPLE_S):
+            self.peak = max(self.peak, _resident_bytes() or 0)
+
+    def stop(self) -> int:
+        """Stop sampling (once; later calls return the same peak) and return the peak in bytes."""
+        if not self._done.is_set():
+            self._done.set()
+            if self._thread.is_alive():
+                self._thread.join()
+            self.peak = max(self.peak, _resident_bytes() or 0)
+        return self.peak
 
 
 # Loaded models and datasets are reused by the next runs of the same process.

@@ -85,6 +85,9 @@ class AnalysisPlugin(ABC):
     needs_dataset: ClassVar[bool] = True
     needs_training_data: ClassVar[bool] = False
     """Whether it retrains the model, and so needs the dataset's training split in ``ctx.train``."""
+    seed_dependent: ClassVar[bool] = True
+    """Whether its result depends on the seed (sampling, bootstrap, initialisation); several seeds
+    of an analysis that does not are refused at submit, since they could not fail to replicate."""
     tolerance: ClassVar[float | None] = None
     """Absolute difference within which two runs' values replicate; None: overlapping CIs."""
 

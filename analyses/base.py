@@ -35,10 +35,30 @@ if TYPE_CHECKING:  # the loaders import torch; an analysis' module imports them 
     from modelsci.ingest.datasets import DatasetHandle
     from modelsci.ingest.loading import LoadedModel
 
-__all__ = ["ENTRY_POINT_GROUP", "AnalysisPlugin", "NoParams", "RunContext", "Unavailable", "registry",
-           "unavailable"]
+__all__ = ["ENTRY_POINT_GROUP", "AnalysisPlugin", "FindingKind", "NoParams", "RunContext", "Unavailable",
+           "describe", "registry", "unavailable"]
 
 ENTRY_POINT_GROUP = "modelsci.analyses"
+
+
+@dataclass(frozen=True)
+class FindingKind:
+    """One kind of finding an analysis writes, and what each of its fields means."""
+
+    kind: str
+    value: str
+    """What ``value`` holds, in words precise enough to recompute it."""
+    unit: str
+    interval: str = "none"
+    """What ``ci_low``/``ci_high`` hold (e.g. a Wilson 95% interval), or ``none``."""
+    subject: str = "empty: the whole model"
+    """What ``subject`` holds."""
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Keys of ``metrics`` -> their meaning."""
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Artifact name -> column -> meaning."""
+    null: str = ""
+    """When ``value`` is null (and which ``metrics`` key says why); empty: never."""
 
 
 class NoParams(BaseModel):
@@ -88,8 +108,12 @@ class AnalysisPlugin(ABC):
     seed_dependent: ClassVar[bool] = True
     """Whether its result depends on the seed (sampling, bootstrap, initialisation); several seeds
     of an analysis that does not are refused at submit, since they could not fail to replicate."""
+    seed_use: ClassVar[str] = ""
+    """What the seed drives, in words (shown with ``seed_dependent`` in the documentation)."""
     tolerance: ClassVar[float | None] = None
     """Absolute difference within which two runs' values replicate; None: overlapping CIs."""
+    kinds: ClassVar[tuple[FindingKind, ...]] = ()
+    """Every kind of finding it writes (``describe`` and the site document them from here)."""
 
     @classmethod
     def entity(cls) -> Analysis:
@@ -116,6 +140,49 @@ class AnalysisPlugin(ABC):
     @abstractmethod
     def run(self, ctx: RunContext) -> None:
         """Compute and add findings (with their artifacts) to ``ctx.bundle``."""
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _list(items: dict[str, str]) -> list[str]:
+    return [f"  - `{name}`: {meaning}" for name, meaning in items.items()]
+
+
+def describe(plugin: type[AnalysisPlugin]) -> str:
+    """An analysis' documentation as Markdown: what it computes, its parameters and every finding kind."""
+    lines = [f"# {plugin.name}@{plugin.version}", "", plugin.description, "",
+             f"- family: {plugin.family}; pillar: {plugin.pillar.value}",
+             f"- tasks: {', '.join(sorted(plugin.tasks)) or 'any'}; "
+             f"frameworks: {', '.join(sorted(plugin.frameworks)) or 'any'}",
+             f"- needs a dataset: {'yes' if plugin.needs_dataset else 'no'}; "
+             f"needs training data: {'yes' if plugin.needs_training_data else 'no'}",
+             f"- seed: {'the values depend on it' if plugin.seed_dependent else 'the values do not depend on it'}"
+             + (f" ({plugin.seed_use})" if plugin.seed_use else ""),
+             "- replication: " + (f"two runs replicate when their values differ by at most {plugin.tolerance}"
+                                  if plugin.tolerance is not None else
+                                  "two runs replicate when their 95% intervals overlap (equal values without)"),
+             "", "## Parameters", ""]
+    fields = plugin.Params.model_fields
+    lines += [f"- `{name}` ({_type_name(info.annotation)}, default {info.default!r}): {info.description or ''}"
+              for name, info in fields.items()] or ["None."]
+    lines += ["", "## Findings", ""]
+    if not plugin.kinds:
+        lines.append("Not documented.")
+    for k in plugin.kinds:
+        lines += [f"### `{k.kind}`", "", f"- value: {k.value}", f"- unit: {k.unit}", f"- interval: {k.interval}",
+                  f"- subject: {k.subject}"]
+        if k.null:
+            lines.append(f"- null: {k.null}")
+        if k.metrics:
+            lines += ["- metrics:", *_list(k.metrics)]
+        for artifact, columns in k.artifacts.items():
+            lines += [f"- artifact `{artifact}`:", *_list(columns)]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,18 @@
-"""Statistics shared by analyses: seeded bootstrap confidence intervals."""
+"""Statistics shared by analyses: seeded bootstrap intervals, and Wilson intervals of proportions.
+
+A percentile bootstrap cannot leave the boundary: a proportion of 45 out of 45 resamples to 1.0
+every time and gets the interval [1, 1]. Proportions (accuracy, rates, shares of points) take
+the Wilson score interval instead, which is exact in form, needs no seed, and stays inside
+[0, 1] without collapsing at its ends."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+from scipy.stats import norm
 
-__all__ = ["bootstrap_ci"]
+__all__ = ["bootstrap_ci", "wilson_interval"]
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, rng: np.random.Generator,
@@ -23,3 +29,16 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, rng: np.rando
     alpha = (1 - level) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``successes / n`` (Wilson 1927; Newcombe 1998, method 3)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"a proportion needs 0 <= successes <= n and n > 0, got {successes} of {n}")
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # at the ends the closed form is 0 or 1 exactly; rounding must not put it a hair outside
+    return float(max(centre - half, 0.0)) if successes else 0.0, float(min(centre + half, 1.0)) if successes < n else 1.0

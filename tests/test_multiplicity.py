@@ -134,3 +134,36 @@ def test_treefarms_gives_an_exact_set_of_sparse_trees(tmp_path: Path) -> None:
     wide = long.pivot(index="member", columns="example", values="prediction").to_numpy()
     reference = long[long.member == 0].sort_values("example")["reference"].to_numpy()
     assert rows["ambiguity"]["value"] == pytest.approx(metrics.ambiguity(reference, wide))
+
+
+def test_feature_filters_that_keep_the_same_features_say_so(tmp_path: Path) -> None:
+    """On breast_cancer both filters keep the same features at alpha 0.05 (recomputed here with
+    scipy), so the Wilcoxon setting repeats the correlation setting's data and numbers, and says so."""
+    from scipy import stats
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from modelsci.executors import run_queue
+    from modelsci.planner import submit
+
+    data = load_breast_cancer()
+    x, _, y, _ = train_test_split(data.data, data.target, test_size=0.25, random_state=0, stratify=data.target)
+    by_correlation = [n for j, n in enumerate(data.feature_names) if stats.pearsonr(x[:, j], y).pvalue < 0.05]
+    by_ranks = [n for j, n in enumerate(data.feature_names) if stats.ranksums(x[y == 0, j], x[y != 0, j]).pvalue < 0.05]
+    assert by_correlation == by_ranks and 0 < len(by_ranks) < 30
+    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
+        {"name": "multiplicity.preprocessing", "params": {
+            "n_candidates": 4, "epsilon": 1.0, "n_bootstrap": 100, "importance_repeats": 1,
+            "settings": ["filter_correlation", "filter_wilcoxon"]}}])
+    cat = catalogue.open(tmp_path / "cat", create=True)
+    submit(cat, manifest.read_text())
+    assert not run_queue(cat, device="cpu").failed
+    rows = {r["subject"]: r for r in cat.sql(
+        "SELECT subject, value, ci_low, ci_high, metrics FROM findings_current WHERE kind = 'discrepancy'").to_pylist()}
+    figures = {subject: json.loads(r["metrics"]) for subject, r in rows.items()}
+    assert figures["setting:filter_correlation"]["kept_features"] == by_correlation
+    assert figures["setting:filter_correlation"]["same_data_as"] is None
+    assert figures["setting:filter_wilcoxon"]["same_data_as"] == "filter_correlation"
+    assert figures["setting:none"]["features"] == 30
+    same = [(r["value"], r["ci_low"], r["ci_high"]) for s, r in rows.items() if s != "setting:none"]
+    assert same[0] == same[1]

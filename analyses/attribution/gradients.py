@@ -5,6 +5,10 @@ Integrated gradients use Gauss-Legendre quadrature: Captum's ``riemann_trapezoid
 to (n-1)/n and shrink every attribution by that factor. Image attributions are summed over the
 cells of the patch grid, so every method reports on the same players as the Shapley analyses
 and is judged by the same deletion and insertion curves.
+
+These methods are deterministic, so they take no seed: what would draw random numbers (the
+background rows of the ``marginal`` baseline, the held-out coalitions of ``r2``, the bootstrap
+of feature importances) draws them from a generator seeded with 0 whatever the run's seed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from modelsci.analyses.attribution.report import ExampleAttribution, add_attribution_findings
+from modelsci.analyses.attribution.report import ATTRIBUTION_KINDS, ExampleAttribution, add_attribution_findings
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.games.inputs import ExplainParams, games_for, image_shape
 from modelsci.schemas.entities import Pillar
@@ -73,6 +77,15 @@ class _CaptumAnalysis(AnalysisPlugin):
     frameworks = frozenset({"torch", "transformers"})
     method: ClassVar[str]
     label: ClassVar[str]
+    seed_dependent = False
+    seed_use = ("the method is deterministic; the marginal baseline's background rows, the r2 coalitions and the "
+                "bootstrap are drawn with seed 0 whatever the run's seed")
+    kinds = ATTRIBUTION_KINDS
+
+    @staticmethod
+    def _rng() -> np.random.Generator:
+        """The generator of every random draw: fixed, so that the run's seed changes nothing."""
+        return np.random.default_rng(0)
 
     def run(self, ctx: RunContext) -> None:
         params: GradientParams = ctx.params  # type: ignore[assignment]
@@ -81,7 +94,7 @@ class _CaptumAnalysis(AnalysisPlugin):
         module = ctx.model.model
         x = ctx.dataset.features()
         shape = image_shape(ctx.model, params) if ctx.model.task == "image-classification" else None
-        rng = ctx.rng
+        rng = self._rng()
         results, games = [], {}
         for done, (example, game) in enumerate(games_for(ctx.model, ctx.dataset, params, rng)):
             masker: Any = game.masker
@@ -103,7 +116,7 @@ class _CaptumAnalysis(AnalysisPlugin):
             results.append(ExampleAttribution.of(example, game, phi, rng))
             games[example] = game
             ctx.progress(done + 1, params.examples)
-        add_attribution_findings(ctx, self.label, results, games)
+        add_attribution_findings(ctx, self.label, results, games, self._rng())
 
 
     def _run_text(self, ctx: RunContext, params: GradientParams) -> None:
@@ -112,7 +125,7 @@ class _CaptumAnalysis(AnalysisPlugin):
         The baseline input replaces every player token by the mask token (``text_mode: mask``)
         or the pad token; occlusion drops one token at a time through the same masker as the games.
         """
-        rng = ctx.rng
+        rng = self._rng()
         results, games = [], {}
         for done, (example, game) in enumerate(games_for(ctx.model, ctx.dataset, params, rng)):
             masker: Any = game.masker
@@ -124,7 +137,7 @@ class _CaptumAnalysis(AnalysisPlugin):
             results.append(ExampleAttribution.of(example, game, phi, rng))
             games[example] = game
             ctx.progress(done + 1, params.examples)
-        add_attribution_findings(ctx, self.label, results, games)
+        add_attribution_findings(ctx, self.label, results, games, self._rng())
 
 
 def text_attributions(masker: Any, method: str, n_steps: int, text_mode: str) -> np.ndarray:

@@ -15,12 +15,43 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from modelsci.analyses.base import RunContext
+from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.games.evaluator import GameEvaluator
 from modelsci.analyses.games.indices import reconstruction_r2
 from modelsci.analyses.stats import bootstrap_ci
 
-__all__ = ["ExampleAttribution", "add_attribution_findings", "faithfulness_curves"]
+__all__ = ["ATTRIBUTION_KINDS", "ExampleAttribution", "add_attribution_findings", "faithfulness_curves"]
+
+_EXAMPLE_METRICS = {
+    "value_full": "f(x): the explained output with every feature present",
+    "value_empty": "f(baseline): the output with every feature missing",
+    "completeness_gap": "sum of attributions - (value_full - value_empty); 0 for complete methods",
+    "budget": "coalitions evaluated (0 for gradient methods)", "exact": "whether the values are exact",
+    "r2": "R² of v(empty) + sum of attributions against the game on held-out random coalitions",
+    "model_evaluations": "forward passes the game evaluator made", "method": "the attribution method",
+}
+_DATASET_LEVEL = "mean over explained examples of |attribution|"
+
+ATTRIBUTION_KINDS = (
+    FindingKind("attribution", "the largest-magnitude attribution of the example (signed), in the explained "
+                "output's units (a class probability, or the regression output)", "output units",
+                subject="`example:<row>`: the explained row", metrics=_EXAMPLE_METRICS,
+                artifacts={"attributions": {"example": "row", "feature": "player index", "name": "player name "
+                                            "(column, token or patch)", "value": "attribution"}}),
+    FindingKind("feature_importance", f"{_DATASET_LEVEL} of the feature", "mean |attribution|",
+                "seeded percentile bootstrap over examples, 95% (none with one example)",
+                subject="the feature's (player's) name", metrics={"method": "the attribution method"}),
+    FindingKind("most_important_feature", f"the largest {_DATASET_LEVEL} over features", "mean |attribution|",
+                "that feature's bootstrap interval", metrics={"feature": "its name", "method": "the method"}),
+    FindingKind("deletion_auc", "mean over examples of the area under the output as the most attributed "
+                "features are removed first (x: share removed, 0..1; trapezoid rule); lower is more faithful",
+                "output x fraction", metrics={"insertion_auc": "the insertion area", "method": "the method"},
+                artifacts={"curves": {"example": "row", "step": "features removed/added", "fraction": "step / n",
+                                      "deletion": "output after removing", "insertion": "output after adding"}}),
+    FindingKind("insertion_auc", "the same area as the most attributed features are added first, from the "
+                "baseline; higher is more faithful", "output x fraction",
+                metrics={"deletion_auc": "the deletion area", "method": "the method"}),
+)
 
 
 @dataclass
@@ -63,7 +94,8 @@ def _auc(curve: np.ndarray) -> float:
 
 
 def add_attribution_findings(ctx: RunContext, method: str, results: list[ExampleAttribution],
-                             games: dict[int, GameEvaluator]) -> None:
+                             games: dict[int, GameEvaluator], rng: np.random.Generator | None = None) -> None:
+    """The findings of ``ATTRIBUTION_KINDS``; ``rng`` draws the bootstrap (default: the run's)."""
     model, data = ctx.model.handle.instance, ctx.dataset.entity
     where = f"model {model.id[:19]} ({model.source_uri.rsplit('/', 1)[-1]}) on {data.source_uri}"
     by_name: dict[str, list[float]] = defaultdict(list)
@@ -89,7 +121,7 @@ def add_attribution_findings(ctx: RunContext, method: str, results: list[Example
         if r.example in games:
             deletion, insertion = faithfulness_curves(games[r.example], r.phi)
             curves.append((r.example, deletion, insertion))
-    rng = ctx.rng
+    rng = rng or ctx.rng
     importance = {}
     for name, values in by_name.items():
         arr = np.array(values)

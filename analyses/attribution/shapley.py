@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelsci.analyses.attribution.report import ExampleAttribution, add_attribution_findings
+from modelsci.analyses.attribution.report import ATTRIBUTION_KINDS, ExampleAttribution, add_attribution_findings
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.games.indices import _approximator, shapley_interactions
 from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
@@ -28,6 +28,9 @@ class ShapleyValues(AnalysisPlugin):
     Params = ExplainParams
     tasks = EXPLAINABLE_TASKS
     sampled = False
+    seed_use = ("KernelSHAP's coalitions when 2^players exceeds the budget, the marginal baseline's background "
+                "rows, the r2 coalitions and the bootstrap; exact values with another baseline do not change")
+    kinds = ATTRIBUTION_KINDS
 
     def run(self, ctx: RunContext) -> None:
         params: ExplainParams = ctx.params  # type: ignore[assignment]
@@ -54,3 +57,4 @@ class KernelShap(ShapleyValues):
     name = "attribution.kernel_shap"
     description = "KernelSHAP estimates of Shapley values at the budget (shapiq), through the game evaluator."
     sampled = True
+    seed_use = "KernelSHAP's coalitions, the marginal baseline's background rows, the r2 coalitions and the bootstrap"

@@ -1,11 +1,14 @@
 """What the hallucination filters share: sampling, thresholds, ground truth and the findings of a score.
 
-Each filter samples the model (DDPM, float64 schedule) and scores every sample; a finding
-reports the estimated hallucination rate (share of samples above the threshold), the
-scores' distribution (artifact ``scores``) and the threshold. Where the model's config names
-the modes of its training data (modelsci's toy denoisers), the ground truth is known: the
-threshold keeps 95% of in-support samples, and AUROC and the share of hallucinations removed
-are reported. Otherwise the threshold is median + k x MAD of the scores (k = ``mad_k``).
+Each filter samples the model (DDPM, float64 schedule) and scores every sample. Where the
+model's config names what its training data looks like (the modes of modelsci's toy
+denoisers, or the shapes setting), each sample is judged in support, hallucinated, or neither,
+and ``hallucination_rate`` is the true share of hallucinated samples. The filter's own verdict
+is ``flagged_rate``: the share of samples scoring above its threshold, which keeps 95% of
+in-support samples where the ground truth is known (so it is near 5% of them by construction)
+and is median + k x MAD of the scores otherwise. ``filter_auroc`` says how well the score
+separates hallucinated from in-support samples. Rates get Wilson intervals, AUROC a seeded
+bootstrap over the judged samples.
 """
 
 from __future__ import annotations
@@ -16,17 +19,55 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 
-from modelsci.analyses.base import RunContext
+from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.hallucination.diffusion import DiffusionModel, sample
 from modelsci.analyses.hallucination.shapes import shapes_truth
 from modelsci.analyses.hallucination.toy import ground_truth
-from modelsci.analyses.stats import bootstrap_ci
+from modelsci.analyses.stats import bootstrap_ci, wilson_interval
 
-__all__ = ["FRAMEWORKS", "GENERATIVE", "FilterParams", "draw_samples", "ground_truth_of", "filter_threshold",
-           "report_scores"]
+__all__ = ["FILTER_KINDS", "FRAMEWORKS", "GENERATIVE", "FilterParams", "draw_samples", "filter_threshold",
+           "ground_truth_of", "report_scores", "report_truth"]
 
 GENERATIVE = frozenset({"unconditional-image-generation"})
 FRAMEWORKS = frozenset({"torch", "diffusers"})
+
+
+_WILSON = "Wilson score 95% interval of the proportion"
+_TRUTH = ("toy denoisers: in support within 3 std of a mode, hallucinated farther than 4 std from every mode "
+          "and inside the modes' bounding box; shapes setting: one shape in support, more than one hallucinated")
+_JUDGED = {"in_support": "1 when the sample is in support (ground truth)",
+           "hallucinated": "1 when it is hallucinated (ground truth)"}
+_SAMPLE_COLUMNS = {"sample": "sample index", "x0": "first coordinate of the sample (pixel 0 for images)",
+                   "x1": "second coordinate (absent for 1D samples)"}
+
+FILTER_KINDS = (
+    FindingKind("hallucination_rate", "share of the generated samples that are hallucinated by the ground truth "
+                f"({_TRUTH}); written only where the model's config makes the ground truth known",
+                "fraction", _WILSON,
+                metrics={"hallucinated": "hallucinated samples", "in_support": "in-support samples",
+                         "neither": "samples judged neither", "judged_by": "the rule", "ci_method": "Wilson"},
+                artifacts={"samples": {**_SAMPLE_COLUMNS, **_JUDGED}}),
+    FindingKind("flagged_rate", "share of the generated samples whose score is above the filter's threshold "
+                "(the filter's estimate of the hallucination rate)", "fraction", _WILSON,
+                subject="the filter: `trajectory_variance`, `lid_dsm` or `lid_flipd`",
+                metrics={"threshold": "the score threshold", "rule": "how it was set (keeps retention of "
+                         "in-support samples with ground truth, else median + k x MAD)",
+                         "flagged_rate": "the value", "ci_method": "Wilson",
+                         "true_rate": "the true hallucination rate (with ground truth)",
+                         "removed_at_retention": "share of hallucinated samples flagged (with ground truth)",
+                         "last_steps": "trajectory variance: K", "t_star": "LID: the timestep looked at",
+                         "estimator": "LID: dsm or flipd", "mean_lid": "LID: the mean score"},
+                artifacts={"scores": {"sample": "sample index", "score": "the filter's score",
+                                      "flagged": "score above the threshold", "x0": "first coordinate",
+                                      "x1": "second coordinate (if any)", **_JUDGED}}),
+    FindingKind("filter_auroc", "ROC AUC of the score separating hallucinated (positive) from in-support samples; "
+                "samples judged neither are left out. Written only with ground truth holding both", "AUROC",
+                "seeded percentile bootstrap over the judged samples, 95%",
+                subject="the filter, as for flagged_rate",
+                metrics={"threshold": "the score threshold", "removed_at_retention": "share of hallucinated samples "
+                         "above it", "in_support": "in-support samples", "hallucinated": "hallucinated samples",
+                         "n_bootstrap": "bootstrap resamples"}),
+)
 
 
 class FilterParams(BaseModel):
@@ -53,40 +94,69 @@ def ground_truth_of(model: DiffusionModel, samples: np.ndarray) -> tuple[np.ndar
     return ground_truth(samples, np.asarray(model.data["modes"]), float(model.data["std"]))
 
 
-def report_scores(ctx: RunContext, name: str, scores: np.ndarray, samples: np.ndarray, model: DiffusionModel,
-            params: FilterParams, extra: dict | None = None) -> dict:
-    """Findings of one filter's scores; returns the figures for callers that compare."""
+def _sample_columns(samples: np.ndarray) -> dict[str, np.ndarray]:
+    flat = samples.reshape(len(samples), -1)
+    return {f"x{d}": flat[:, d] for d in range(min(flat.shape[1], 2))}
+
+
+def report_truth(ctx: RunContext, samples: np.ndarray, model: DiffusionModel) -> tuple[np.ndarray, np.ndarray] | None:
+    """The true hallucination rate of the samples, where the ground truth is known; returns the truth."""
     truth = ground_truth_of(model, samples)
+    if truth is None:
+        return None
+    in_support, hallucinated = truth
+    n, k = len(samples), int(hallucinated.sum())
+    low, high = wilson_interval(k, n)
+    judged_by = "counting shapes" if model.data.get("kind") == "shapes" else "distance to the known modes"
+    ctx.add_finding(
+        kind="hallucination_rate", value=k / n, ci=(low, high), n=n, exact=True, unit="fraction",
+        statement=f"{k / n:.2%} of {n} samples of the model are hallucinations (judged by {judged_by}; "
+                  f"95% CI {low:.2%}–{high:.2%})",
+        metrics={"hallucinated": k, "in_support": int(in_support.sum()), "neither": int((~in_support & ~hallucinated).sum()),
+                 "judged_by": judged_by, "ci_method": "Wilson score interval"},
+        artifacts={"samples": pa.table({"sample": np.arange(n), **_sample_columns(samples),
+                                        "in_support": in_support, "hallucinated": hallucinated})})
+    return truth
+
+
+def report_scores(ctx: RunContext, name: str, scores: np.ndarray, samples: np.ndarray,
+                  truth: tuple[np.ndarray, np.ndarray] | None, params: FilterParams, extra: dict | None = None) -> dict:
+    """The ``flagged_rate`` (and with ground truth ``filter_auroc``) of one filter's scores; returns the figures."""
     threshold, rule = filter_threshold(scores, truth, params)
     flagged = scores > threshold
-    rng = ctx.rng
-    ci = bootstrap_ci(lambda i: float(flagged[i].mean()), len(scores), rng, 500)
-    figures: dict = {"threshold": threshold, "rule": rule, "flagged_rate": float(flagged.mean()), **(extra or {})}
-    columns = {"sample": np.arange(len(scores)), "score": scores, "flagged": flagged}
-    flat = samples.reshape(len(samples), -1)
-    for d in range(min(flat.shape[1], 2)):
-        columns[f"x{d}"] = flat[:, d]
+    n = len(scores)
+    ci = wilson_interval(int(flagged.sum()), n)
+    figures: dict = {"threshold": threshold, "rule": rule, "flagged_rate": float(flagged.mean()),
+                     "ci_method": "Wilson score interval", **(extra or {})}
+    columns = {"sample": np.arange(n), "score": scores, "flagged": flagged, **_sample_columns(samples)}
+    statement = f"{name}: {flagged.mean():.2%} of {n} samples score above the threshold {threshold:.4g} ({rule})"
+    auroc = None
     if truth is not None:
         in_support, hallucinated = truth
         columns["in_support"], columns["hallucinated"] = in_support, hallucinated
-        judged = in_support | hallucinated
         figures["true_rate"] = float(hallucinated.mean())
         if hallucinated.any() and in_support.any():
-            figures["auroc"] = float(roc_auc_score(hallucinated[judged], scores[judged]))
+            judged = np.flatnonzero(in_support | hallucinated)
+            positive, judged_scores = hallucinated[judged], scores[judged]
+            auroc = float(roc_auc_score(positive, judged_scores))
             figures["removed_at_retention"] = float(flagged[hallucinated].mean())
-    statement = (f"{name}: {flagged.mean():.2%} of {len(scores)} samples score above the threshold "
-                 f"{threshold:.4g} ({rule})")
-    if "auroc" in figures:
-        statement += (f"; true hallucination rate {figures['true_rate']:.2%}, AUROC {figures['auroc']:.3f}, "
-                      f"{figures['removed_at_retention']:.0%} of hallucinations removed")
-    ctx.add_finding(kind="hallucination_rate", subject=name, value=float(flagged.mean()), ci=ci, n=len(scores),
-                    unit="fraction", statement=statement, metrics=figures,
-                    artifacts={"scores": pa.table(columns)})
-    if "auroc" in figures:
-        ctx.add_finding(kind="filter_auroc", subject=name, value=figures["auroc"], n=int((truth[0] | truth[1]).sum()),
-                        unit="AUROC", statement=f"{name} separates hallucinated from in-support samples with "
-                                                f"AUROC {figures['auroc']:.3f}", metrics=figures)
-    return figures
+            statement += (f"; the true hallucination rate is {figures['true_rate']:.2%}, and "
+                          f"{figures['removed_at_retention']:.0%} of hallucinations are flagged")
+
+            def resampled_auroc(i: np.ndarray) -> float:
+                return float(roc_auc_score(positive[i], judged_scores[i])) if 0 < positive[i].sum() < len(i) else float("nan")
+
+            auroc_ci = bootstrap_ci(resampled_auroc, len(judged), ctx.rng, 500)
+    ctx.add_finding(kind="flagged_rate", subject=name, value=float(flagged.mean()), ci=ci, n=n, unit="fraction",
+                    statement=statement, metrics=figures, artifacts={"scores": pa.table(columns)})
+    if auroc is not None:
+        ctx.add_finding(kind="filter_auroc", subject=name, value=auroc, ci=auroc_ci, n=len(judged), unit="AUROC",
+                        statement=f"{name} separates hallucinated from in-support samples with AUROC {auroc:.3f} "
+                                  f"(95% CI {auroc_ci[0]:.3f}–{auroc_ci[1]:.3f})",
+                        metrics={"threshold": threshold, "removed_at_retention": figures["removed_at_retention"],
+                                 "in_support": int(truth[0].sum()), "hallucinated": int(truth[1].sum()),
+                                 "n_bootstrap": 500})
+    return {**figures, "auroc": auroc} if auroc is not None else figures  # a copy: the finding keeps its own
 
 
 def draw_samples(ctx: RunContext, model: DiffusionModel, params: FilterParams, keep_last: int,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.hallucination.diffusion import diffusion_model
-from modelsci.analyses.hallucination.filters import FRAMEWORKS, GENERATIVE, draw_samples, report_scores
+from modelsci.analyses.hallucination.filters import (
+    FILTER_KINDS,
+    FRAMEWORKS,
+    GENERATIVE,
+    draw_samples,
+    report_scores,
+    report_truth,
+)
 from modelsci.analyses.hallucination.lid import LidParams, lid_scores
 from modelsci.schemas.entities import Pillar
 
@@ -13,7 +20,7 @@ __all__ = ["LocalIntrinsicDimension"]
 
 class LocalIntrinsicDimension(AnalysisPlugin):
     name = "hallucination.lid"
-    version = "1"
+    version = "2"  # 2: hallucination_rate is the true rate; the filters' shares are flagged_rate
     family = "hallucination"
     pillar = Pillar.verify
     description = ("Estimates the local intrinsic dimension of the model-induced manifold at each sample, by "
@@ -23,12 +30,15 @@ class LocalIntrinsicDimension(AnalysisPlugin):
     tasks = GENERATIVE
     frameworks = FRAMEWORKS
     needs_dataset = False
+    seed_use = "the sampler's noise, the DSM noise draws and the Hutchinson probes"
+    kinds = FILTER_KINDS
 
     def run(self, ctx: RunContext) -> None:
         params: LidParams = ctx.params  # type: ignore[assignment]
         model = diffusion_model(ctx.model)
         samples, _ = draw_samples(ctx, model, params, 1)
         scores = lid_scores(model, samples, params, ctx.seed)
+        truth = report_truth(ctx, samples, model)
         for estimator, values in scores.items():
-            report_scores(ctx, f"lid_{estimator}", values, samples, model, params,
-                    {"t_star": params.t_star, "estimator": estimator, "mean_lid": float(values.mean())})
+            report_scores(ctx, f"lid_{estimator}", values, samples, truth, params,
+                          {"t_star": params.t_star, "estimator": estimator, "mean_lid": float(values.mean())})

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.base import AnalysisPlugin, FindingKind, RunContext
 from modelsci.analyses.hallucination.diffusion import diffusion_model
 from modelsci.analyses.hallucination.filters import FRAMEWORKS, GENERATIVE, draw_samples, ground_truth_of
 from modelsci.analyses.hallucination.lid import LidParams, lid_dsm, lid_scores
@@ -35,6 +35,14 @@ class Quench(AnalysisPlugin):
     tasks = GENERATIVE
     frameworks = FRAMEWORKS
     needs_dataset = False
+    seed_use = "the sampler's noise (the same for the runs before and after the correction) and the DSM draws"
+    kinds = (FindingKind(
+        "hallucination_rate_change", "rate after the correction - rate before, over two sample runs from the same "
+        "noise; the rate is the true hallucination rate where the model's config gives the ground truth, else the "
+        "share of samples whose DSM LID exceeds the gate (metrics.measured_by says which)", "fraction",
+        metrics={"before": "rate without the correction", "after": "rate with it", "gate": "the LID gate",
+                 "window": "fraction of the reverse process corrected", "gate_quantile": "quantile of reference "
+                 "LIDs that is the gate", "iterations": "corrections per step", "measured_by": "which rate"}),)
 
     def run(self, ctx: RunContext) -> None:
         params: QuenchParams = ctx.params  # type: ignore[assignment]

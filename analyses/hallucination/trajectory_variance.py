@@ -6,7 +6,15 @@ from pydantic import Field
 
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.hallucination.diffusion import diffusion_model
-from modelsci.analyses.hallucination.filters import FRAMEWORKS, GENERATIVE, FilterParams, draw_samples, report_scores
+from modelsci.analyses.hallucination.filters import (
+    FILTER_KINDS,
+    FRAMEWORKS,
+    GENERATIVE,
+    FilterParams,
+    draw_samples,
+    report_scores,
+    report_truth,
+)
 from modelsci.schemas.entities import Pillar
 
 __all__ = ["TrajectoryParams", "TrajectoryVariance"]
@@ -18,7 +26,7 @@ class TrajectoryParams(FilterParams):
 
 class TrajectoryVariance(AnalysisPlugin):
     name = "hallucination.trajectory_variance"
-    version = "1"
+    version = "2"  # 2: hallucination_rate is the true rate; the filter's share is flagged_rate
     family = "hallucination"
     pillar = Pillar.verify
     description = ("Scores each generated sample by the variance of its predicted clean sample x̂₀ over the "
@@ -28,10 +36,13 @@ class TrajectoryVariance(AnalysisPlugin):
     tasks = GENERATIVE
     frameworks = FRAMEWORKS
     needs_dataset = False
+    seed_use = "the sampler's noise"
+    kinds = FILTER_KINDS
 
     def run(self, ctx: RunContext) -> None:
         params: TrajectoryParams = ctx.params  # type: ignore[assignment]
         model = diffusion_model(ctx.model)
         samples, history = draw_samples(ctx, model, params, params.last_steps)
         scores = history.reshape(len(history), params.last_steps, -1).var(axis=1).mean(axis=1)
-        report_scores(ctx, "trajectory_variance", scores, samples, model, params, {"last_steps": params.last_steps})
+        truth = report_truth(ctx, samples, model)
+        report_scores(ctx, "trajectory_variance", scores, samples, truth, params, {"last_steps": params.last_steps})

@@ -17,7 +17,7 @@ from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.games.indices import weighted_banzhaf
 from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
 from modelsci.analyses.games.maskers import PairEncoderMasker
-from modelsci.analyses.interactions.report import add_interaction_findings, example_interactions
+from modelsci.analyses.interactions.report import INTERACTION_KINDS, add_interaction_findings, example_interactions
 from modelsci.schemas.entities import Pillar
 
 __all__ = ["WeightedBanzhaf", "product_sampler"]
@@ -47,6 +47,9 @@ class WeightedBanzhaf(AnalysisPlugin):
                    "least squares; product sampling for sentence pairs.")
     Params = BanzhafParams
     tasks = EXPLAINABLE_TASKS
+    seed_use = ("the coalitions drawn from the kernel when 2^players exceeds the budget, the marginal baseline's background rows and the "
+                "r2 coalitions; exact values with another baseline do not change")
+    kinds = INTERACTION_KINDS
 
     def run(self, ctx: RunContext) -> None:
         params: BanzhafParams = ctx.params  # type: ignore[assignment]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.base import AnalysisPlugin, FindingKind, RunContext
 from modelsci.analyses.games.indices import meta_attributions
 from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
 from modelsci.schemas.entities import Pillar
@@ -32,6 +32,19 @@ class MetaAttributions(AnalysisPlugin):
                    "player i's Shapley value with only T present; rows sum to the Shapley values.")
     Params = ExplainParams
     tasks = EXPLAINABLE_TASKS
+    seed_use = ("the nested permutations when 2^players exceeds the budget and the marginal baseline's background "
+                "rows; exact values with another baseline do not change")
+    kinds = (FindingKind(
+        "meta_attribution", "the largest-magnitude off-diagonal meta-attribution phi_{j->i} of the example (how much "
+        "player j shapes player i's Shapley value; signed)", "output units",
+        subject="`example:<row>`: the explained row",
+        metrics={"value_full": "f(x) with every player present", "value_empty": "f with none present",
+                 "budget": "coalitions used", "exact": "whether exact (Möbius transform) or sampled",
+                 "efficiency_gap": "sum of all phi_{j->i} - (value_full - value_empty); 0 when exact",
+                 "model_evaluations": "forward passes made", "r2": "always null (not computed)"},
+        artifacts={"meta_attributions": {"example": "row", "i": "player whose Shapley value is split",
+                                         "j": "player shaping it", "name_i": "name of i", "name_j": "name of j",
+                                         "value": "phi_{j->i}; row i sums to i's Shapley value"}}),)
 
     def run(self, ctx: RunContext) -> None:
         params: ExplainParams = ctx.params  # type: ignore[assignment]

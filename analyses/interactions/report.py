@@ -14,11 +14,29 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from modelsci.analyses.base import RunContext
+from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.games.evaluator import GameEvaluator
 from modelsci.analyses.games.indices import Interactions, reconstruction_r2
 
-__all__ = ["ExampleInteractions", "add_interaction_findings", "interaction_table"]
+__all__ = ["INTERACTION_KINDS", "ExampleInteractions", "add_interaction_findings", "interaction_table"]
+
+INTERACTION_KINDS = (
+    FindingKind("interactions", "the largest-magnitude interaction of order 2 or more in the example (signed; 0 "
+                "when the order is 1), in the explained output's units", "output units",
+                subject="`example:<row>`: the explained row",
+                metrics={"value_full": "f(x) with every player present", "value_empty": "f with none present",
+                         "budget": "coalitions evaluated", "exact": "whether the values are exact",
+                         "r2": "R² of the interactions summed over each coalition's subsets against the game, "
+                               "on held-out random coalitions",
+                         "model_evaluations": "forward passes made", "index": "interaction index",
+                         "order": "highest order", "players": "player indices of the strongest interaction"},
+                artifacts={"interactions": {"example": "row", "players": "sorted player indices",
+                                            "names": "their names", "order": "number of players",
+                                            "value": "the interaction (order 1: the player's own value)"}}),
+    FindingKind("strongest_interaction", "the largest mean |interaction| over examples, among interactions of "
+                "order 2 or more (identified by their players' names)", "mean |interaction|",
+                metrics={"names": "the players of that interaction"}),
+)
 
 
 @dataclass

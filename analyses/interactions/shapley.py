@@ -13,7 +13,7 @@ from pydantic import Field
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.games.indices import shapley_interactions
 from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
-from modelsci.analyses.interactions.report import add_interaction_findings, example_interactions
+from modelsci.analyses.interactions.report import INTERACTION_KINDS, add_interaction_findings, example_interactions
 from modelsci.schemas.entities import Pillar
 
 __all__ = ["ShapleyInteractions"]
@@ -33,6 +33,9 @@ class ShapleyInteractions(AnalysisPlugin):
                    "up to 3), exact when 2^players fits the budget, else shapiq's approximators.")
     Params = InteractionParams
     tasks = EXPLAINABLE_TASKS
+    seed_use = ("shapiq's approximator when 2^players exceeds the budget, the marginal baseline's background rows and the "
+                "r2 coalitions; exact values with another baseline do not change")
+    kinds = INTERACTION_KINDS
 
     def run(self, ctx: RunContext) -> None:
         params: InteractionParams = ctx.params  # type: ignore[assignment]

@@ -13,6 +13,9 @@ probabilities ``scores`` (m, n, k).
 - viable prediction range: max - min over members of the true class' score;
 - Rashomon capacity: the capacity C (bits) of the channel member -> class whose rows are
   the members' score vectors at the point, by Blahut-Arimoto, reported as 2^C in [1, k].
+
+Ambiguity is a proportion of points and gets the Wilson score interval (a bootstrap gives
+[0, 0] when no point flips); the other aggregates a seeded percentile bootstrap over points.
 """
 
 from __future__ import annotations
@@ -20,10 +23,39 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from modelsci.analyses.stats import bootstrap_ci
+from modelsci.analyses.base import FindingKind
+from modelsci.analyses.stats import bootstrap_ci, wilson_interval
 
-__all__ = ["ambiguity", "disagreement", "discrepancy", "flips", "multiplicity_metrics", "obscurity",
-           "rashomon_capacity", "viable_prediction_range"]
+__all__ = ["METRIC_VALUES", "POINTS", "PREDICTIONS", "ambiguity", "disagreement", "discrepancy", "flips", "metric_kind", "multiplicity_metrics",
+           "obscurity", "rashomon_capacity", "viable_prediction_range"]
+
+METRIC_VALUES = {
+    "ambiguity": ("share of test points whose predicted label at least one member flips (differs from the "
+                  "submitted model's)", "fraction"),
+    "discrepancy": ("largest share of test points that any one member flips", "fraction"),
+    "obscurity": ("mean over test points of the share of members that flip the point", "fraction"),
+    "mean_disagreement": ("mean over test points of 2 (1 - sum_c mu_c^2), mu_c the share of members predicting "
+                          "class c (4 mu (1 - mu) for two classes)", "fraction"),
+    "mean_viable_prediction_range": ("mean over test points of max - min over members of the true class' score",
+                                     "fraction"),
+    "mean_rashomon_capacity": ("mean over test points of 2^C, C the capacity in bits of the channel whose rows are "
+                               "the members' score vectors (Blahut-Arimoto), in [1, classes]", "2^bits"),
+}
+POINTS = {"example": "test row", "flipped_by_any": "1 when some member flips the point",
+          "share_of_members_flipping": "share of members that flip it", "disagreement": "per-point disagreement",
+          "viable_prediction_range": "per-point spread of the true class' score",
+          "rashomon_capacity": "per-point 2^C"}
+PREDICTIONS = {"example": "test row", "member": "member index", "prediction": "the member's label (as text)",
+               "reference": "the submitted model's label (as text)"}
+
+
+def metric_kind(name: str, subject: str, metrics: dict[str, str],
+                artifacts: dict[str, dict[str, str]] | None = None) -> FindingKind:
+    """The documentation of one multiplicity metric's finding."""
+    value, unit = METRIC_VALUES[name]
+    interval = ("Wilson score 95% interval of the proportion" if name == "ambiguity"
+                else "seeded percentile bootstrap over test points, 95%")
+    return FindingKind(name, value, unit, interval, subject=subject, metrics=metrics, artifacts=artifacts or {})
 
 
 def flips(reference: np.ndarray, members: np.ndarray) -> np.ndarray:
@@ -110,7 +142,9 @@ def multiplicity_metrics(reference_scores: np.ndarray, member_scores: np.ndarray
         "mean_rashomon_capacity": lambda i: float(per_point["rashomon_capacity"][i].mean()),
     }
     n = len(y)
-    values = {name: (fn(np.arange(n)), bootstrap_ci(fn, n, rng, n_bootstrap)) for name, fn in stats_.items()}
+    values = {name: (fn(np.arange(n)), bootstrap_ci(fn, n, rng, n_bootstrap)) for name, fn in stats_.items()
+              if name != "ambiguity"}
+    values = {"ambiguity": (stats_["ambiguity"](np.arange(n)), wilson_interval(int(flipped.any(0).sum()), n)), **values}
     points = pa.table({"example": np.arange(n), **per_point})
     m = members.shape[0]
     predictions = pa.table({

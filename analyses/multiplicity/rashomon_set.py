@@ -16,8 +16,14 @@ import pyarrow as pa
 from scipy import stats
 from sklearn.inspection import permutation_importance
 
-from modelsci.analyses.base import AnalysisPlugin, RunContext
-from modelsci.analyses.multiplicity.metrics import multiplicity_metrics
+from modelsci.analyses.base import AnalysisPlugin, FindingKind, RunContext
+from modelsci.analyses.multiplicity.metrics import (
+    METRIC_VALUES,
+    POINTS,
+    PREDICTIONS,
+    metric_kind,
+    multiplicity_metrics,
+)
 from modelsci.analyses.multiplicity.rashomon import (
     RashomonParams,
     class_scores,
@@ -30,10 +36,44 @@ from modelsci.schemas.entities import FindingLink, Pillar
 
 __all__ = ["RashomonSet"]
 
+_SET_METRICS = {"set_size": "members in the set", "epsilon": "the epsilon used", "epsilon_mode": "additive or relative",
+                "loss_on": "split whose log loss decided membership"}
+KINDS = (
+    FindingKind("rashomon_set", "number of retrained candidates within epsilon of the best log loss (the set's "
+                "size; the submitted model is never a member)", "members",
+                metrics={"epsilon": "epsilon", "epsilon_mode": "additive or relative", "loss": "log loss",
+                         "loss_on": "train or test", "best_loss": "best loss (the submitted model counts)",
+                         "bound": "largest loss a member may have", "reference_loss": "the submitted model's loss",
+                         "candidates": "models retrained", "members": "models in the set"},
+                artifacts={"members": {"member": "member index", "loss": "its log loss",
+                                       "description": "how it was trained (JSON: seed, bootstrap, regularisation)"}}),
+    *(metric_kind(name, "empty: the whole model", _SET_METRICS,
+                  {"points": POINTS, "predictions": PREDICTIONS} if name == "ambiguity" else None)
+      for name in METRIC_VALUES),
+    FindingKind("rashomon_member", "the member's log loss on the membership split", "log loss",
+                subject="empty; the finding's model is the member (a ModelInstance of its own, linked "
+                        "derived_from to the set's finding)",
+                metrics={"member": "member index", "reference": "id of the submitted model",
+                         "seed": "training seed", "bootstrap": "trained on a bootstrap resample",
+                         "<parameter>": "the scaled regularisation strength, named by the estimator's parameter "
+                                        "(e.g. `logisticregression__C`), where it has one",
+                         "epochs": "training epochs (PyTorch MLPs)"}),
+    FindingKind("importance_kendall_tau", "mean over members of Kendall's tau between the member's and the submitted "
+                "model's permutation importances (accuracy drop; NaN taus of constant importances count as 0)",
+                "Kendall tau", "seeded percentile bootstrap over members, 95%",
+                metrics={"method": "how importance was measured", "repeats": "permutations per feature",
+                         "min_tau": "the smallest tau"},
+                artifacts={"importances": {"member": "member index (-1: the submitted model)",
+                                           "feature": "feature name", "importance": "mean accuracy drop"}}),
+    FindingKind("importance_spread", "standard deviation over members of the feature's permutation importance",
+                "std of importance", subject="the feature's name",
+                metrics={"mean_importance": "mean over members of its importance"}),
+)
+
 
 class RashomonSet(AnalysisPlugin):
     name = "multiplicity.rashomon_set"
-    version = "2"  # 2: permutation importance scores labels against the classes of both splits
+    version = "3"  # 2: permutation importance by class; 3: Wilson interval for ambiguity
     family = "multiplicity"
     pillar = Pillar.verify
     description = ("Retrains the model's family over seeds, bootstrap resamples and regularisation, keeps "
@@ -44,6 +84,8 @@ class RashomonSet(AnalysisPlugin):
     tasks = frozenset({"tabular-classification"})
     needs_training_data = True
     frameworks = frozenset({"sklearn", "torch"})
+    seed_use = "the candidates' training seeds and bootstrap resamples, the permutations and the bootstrap intervals"
+    kinds = KINDS
 
     def run(self, ctx: RunContext) -> None:
         params: RashomonParams = ctx.params  # type: ignore[assignment]

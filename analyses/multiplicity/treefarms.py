@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelsci.analyses.base import AnalysisPlugin, RunContext
-from modelsci.analyses.multiplicity.metrics import multiplicity_metrics
+from modelsci.analyses.base import AnalysisPlugin, FindingKind, RunContext
+from modelsci.analyses.multiplicity.metrics import POINTS, PREDICTIONS, metric_kind, multiplicity_metrics
 from modelsci.analyses.multiplicity.rashomon import splits
 from modelsci.schemas.entities import Pillar
 
@@ -24,7 +24,7 @@ class TreeFarmsParams(BaseModel):
 
 class TreeFarms(AnalysisPlugin):
     name = "multiplicity.treefarms"
-    version = "1"
+    version = "2"  # 2: Wilson interval for ambiguity
     family = "multiplicity"
     pillar = Pillar.verify
     description = ("The exact Rashomon set of sparse decision trees (TreeFARMS) on binarised features of the "
@@ -33,6 +33,18 @@ class TreeFarms(AnalysisPlugin):
     Params = TreeFarmsParams
     tasks = frozenset({"tabular-classification"})
     needs_training_data = True
+    seed_dependent = False
+    seed_use = "TreeFARMS enumerates the set exactly; the seed only draws the bootstrap intervals"
+    kinds = (
+        FindingKind("treefarms_set", "number of sparse decision trees whose objective (loss + regularization x "
+                    "leaves) is within (1 + rashomon_bound_multiplier) x the optimum", "trees",
+                    metrics={"features": "the features binarised (median splits)", "taken": "trees taken into the "
+                             "metrics (at most max_members)", "regularization": "penalty per leaf",
+                             "rashomon_bound_multiplier": "epsilon"}),
+        *(metric_kind(name, "`treefarms`", {"set_size": "trees taken", "exact_set": "always true"},
+                      {"points": POINTS, "predictions": PREDICTIONS} if name == "ambiguity" else None)
+          for name in ("ambiguity", "discrepancy", "obscurity")),
+    )
 
     def run(self, ctx: RunContext) -> None:
         import pandas as pd

@@ -26,7 +26,11 @@ QUEUE_DDL = """CREATE TABLE IF NOT EXISTS store.queue (
     submission_id VARCHAR, model_id VARCHAR NOT NULL, dataset_id VARCHAR,
     analysis_id VARCHAR NOT NULL, params JSON, seed BIGINT NOT NULL,
     model_spec JSON NOT NULL, dataset_spec JSON, status VARCHAR NOT NULL, worker VARCHAR,
-    queued_at TIMESTAMP NOT NULL, claimed_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR)"""
+    queued_at TIMESTAMP NOT NULL, claimed_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR,
+    train_dataset_id VARCHAR, train_spec JSON);
+ALTER TABLE store.queue ADD COLUMN IF NOT EXISTS train_dataset_id VARCHAR;
+ALTER TABLE store.queue ADD COLUMN IF NOT EXISTS train_spec JSON"""
+# The ALTERs bring a queue made by an earlier modelsci up to date (runs for training data).
 
 
 def enqueue(con: duckdb.DuckDBPyConnection, runs: list[QueuedRun]) -> list[str]:
@@ -39,7 +43,7 @@ def enqueue(con: duckdb.DuckDBPyConnection, runs: list[QueuedRun]) -> list[str]:
             if run.run_id in held:
                 continue
             row = asdict(run)
-            for key in ("params", "model_spec", "dataset_spec"):
+            for key in ("params", "model_spec", "dataset_spec", "train_spec"):
                 row[key] = None if row[key] is None else json.dumps(row[key], sort_keys=True)
             cols = ", ".join(row)
             con.execute(f"INSERT INTO store.queue ({cols}) VALUES ({', '.join('?' * len(row))})",

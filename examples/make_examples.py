@@ -9,6 +9,7 @@ test split, and the diffusers pipeline is a tiny UNet with random weights.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +32,10 @@ def main() -> None:
             shutil.rmtree(HERE / folder, ignore_errors=True)
             shutil.copytree(Path(tmp) / name, HERE / folder)
     frame = load_breast_cancer(as_frame=True).frame
+    # The MLP names the columns it reads, so a file gives them by name, in any order.
+    config = json.loads((HERE / "my_mlp" / "modelsci.json").read_text())
+    config["features"] = [c for c in frame.columns if c != "target"]
+    (HERE / "my_mlp" / "modelsci.json").write_text(json.dumps(config, indent=2) + "\n")
     _, test = train_test_split(frame, test_size=0.25, random_state=0, stratify=frame["target"])
     test.rename(columns={"target": "outcome"}).to_csv(HERE / "rows.csv", index=False)
     shutil.copyfile(demo_inputs() / "sentence_pairs.csv", HERE / "sts_pairs.csv")

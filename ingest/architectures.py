@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "DenoiserMLP", "SmallCNN", "build", "parameter_shapes",
+__all__ = ["ARCHITECTURES", "CONFIG_NAME", "MLP", "DenoiserMLP", "SmallCNN", "build", "input_size", "parameter_shapes",
            "save_torch_model", "shape_mismatch"]
 
 CONFIG_NAME = "modelsci.json"
@@ -28,6 +28,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, hidden: list[int] | tuple[int, ...] = (64,), out_features: int = 2) -> None:
         super().__init__()
+        self.in_features = in_features
         sizes = [in_features, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(sizes, sizes[1:]):
@@ -47,6 +48,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         self.image_shape = tuple(image_shape)
         c, h, w = self.image_shape
+        self.in_features = c * h * w  # it reads images flat, as rows of C*H*W values
         self.features = nn.Sequential(
             nn.Conv2d(c, channels[0], 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels[0], channels[1], 3, padding=1), nn.ReLU(),
@@ -89,6 +91,14 @@ def parameter_shapes(config: dict[str, Any]) -> dict[str, list[int]]:
     with torch.device("meta"):
         module = _construct(config)
     return {name: list(t.shape) for name, t in module.state_dict().items()}
+
+
+def input_size(config: dict[str, Any]) -> int | None:
+    """How many values a row fed to the architecture holds (None for one that reads no feature rows)."""
+    with torch.device("meta"):
+        module = _construct(config)
+    size = getattr(module, "in_features", None)
+    return int(size) if isinstance(size, int) else None
 
 
 def build(config: dict[str, Any], weight_shapes: Mapping[str, list[int]]) -> nn.Module:

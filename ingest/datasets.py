@@ -1,8 +1,17 @@
 """Dataset adapters: a manifest's ``dataset`` section -> the rows as used, with their identity.
 
 Sources: ``sklearn://NAME`` (scikit-learn's bundled iris, wine, breast_cancer, digits,
-diabetes, with a recorded, seeded train/test split), ``hf://org/name`` (through the datasets
-cache), a ``datasets.save_to_disk`` folder, a ``.parquet`` or ``.csv`` file.
+diabetes, with a recorded, seeded train/test split), ``hf://org/name`` (the repository's files
+at one commit, through the hub cache, loaded with datasets), a ``datasets.save_to_disk``
+folder, a ``.parquet`` or ``.csv`` file.
+
+Columns are taken by name. A model that knows its feature names (scikit-learn's
+``feature_names_in_``, ``features`` in a torch model's ``modelsci.json``) reads those columns
+in its own order, wherever they are in the file; a missing one is an error naming it, extra
+columns are ignored. The dataset's id covers exactly what the model reads (see
+``schemas.identity``), and the resolved source (every role explicit, a hub revision pinned
+to its commit sha) is recorded in ``Dataset.features["spec"]``, so the same rows can be read
+again from the catalogue alone.
 """
 
 from __future__ import annotations
@@ -14,14 +23,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from modelsci.ingest.hub import is_hub, parse_hub_uri
+from modelsci.ingest.hub import is_hub, snapshot
+from modelsci.ingest.models import ModelInputs
 from modelsci.schemas.entities import Dataset
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import dataset_id
-from modelsci.schemas.manifest import DatasetSpec
+from modelsci.schemas.manifest import DatasetSpec, DataSource
 from modelsci.schemas.untrusted_files import limit, open_regular, regular_file, walk
 
-__all__ = ["SKLEARN_DATASETS", "DatasetError", "DatasetHandle", "resolve_dataset", "training_split"]
+__all__ = ["SKLEARN_DATASETS", "DatasetError", "DatasetHandle", "resolve_dataset", "resolve_training", "training_split"]
 
 SKLEARN_DATASETS = {
     # name: (loader, is classification, license)
@@ -57,11 +67,17 @@ class DatasetHandle:
         return self.entity.id
 
     @property
+    def spec(self) -> dict[str, Any]:
+        """The resolved source (roles explicit, hub revision pinned): reading it again gives these rows."""
+        return dict(self.entity.features["spec"])
+
+    @property
     def feature_names(self) -> list[str]:
+        """The feature columns in the order the model reads them."""
         return list(self.roles.get("features", []))
 
     def features(self) -> np.ndarray:
-        """The feature columns as a float64 matrix (rows x features)."""
+        """The feature columns, in the model's order, as a float64 matrix (rows x features)."""
         if not self.feature_names:
             raise DatasetError("the dataset has no feature columns (set dataset.columns.features)")
         return np.column_stack([self.table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -78,42 +94,52 @@ class DatasetHandle:
         return [str(v) for v in self.table.column(self.roles[role]).to_pylist()]
 
 
-def resolve_dataset(spec: DatasetSpec, task: str) -> DatasetHandle:
-    """Load the rows as used (split, limit), check the named columns, and identify them."""
+def resolve_dataset(spec: DataSource, task: str, inputs: ModelInputs | None = None, *,
+                    place: str = "dataset") -> DatasetHandle:
+    """Load the rows as used (split, limit), take the columns the model reads by name, and identify them.
+
+    ``inputs`` (from ``ingest.models.model_inputs``) are the model's feature names and count;
+    ``place`` names the manifest section in messages (``dataset`` or ``dataset.train``).
+    """
     source = spec.source
+    revision = spec.revision
     if source.startswith("sklearn://"):
-        table, split, meta = _sklearn(spec)
+        table, split, meta = _sklearn(spec, place)
     elif is_hub(source):
-        table, split, meta = _hub(spec)
+        table, split, meta = _hub(spec, place)
+        revision = meta["revision"]
     else:
-        table, split, meta = _local(spec)
+        table, split, meta = _local(spec, place)
     if spec.limit is not None:
         table = table.slice(0, spec.limit)
-    roles = _roles(table, spec, task)
+    roles = _roles(table, spec, task, inputs, place)
+    resolved = DataSource.model_validate({**{k: getattr(spec, k) for k in DataSource.model_fields},
+                                          "columns": roles, "revision": revision})
     entity = Dataset(
-        id=dataset_id(table, split, spec.limit), source_uri=source, revision=meta.get("revision"),
+        id=dataset_id(table, roles, split, spec.limit), source_uri=source, revision=revision,
         config=spec.config, split=split, row_limit=spec.limit, rows=table.num_rows,
         features={"columns": {f.name: str(f.type) for f in table.schema}, "roles": roles,
+                  "spec": resolved.model_dump(mode="json"),
                   **({"split": meta["split"]} if "split" in meta else {})},
         license=meta.get("license"),
     )
     return DatasetHandle(entity, table, roles)
 
 
-def _sklearn(spec: DatasetSpec) -> tuple[pa.Table, str, dict[str, Any]]:
+def _sklearn(spec: DataSource, place: str) -> tuple[pa.Table, str, dict[str, Any]]:
     import sklearn.datasets
     from sklearn.model_selection import train_test_split
 
     name = spec.source.removeprefix("sklearn://")
     if name not in SKLEARN_DATASETS:
-        raise DatasetError(f"dataset.source: scikit-learn has no bundled dataset {name!r}; "
+        raise DatasetError(f"{place}.source: scikit-learn has no bundled dataset {name!r}; "
                            f"choose one of {sorted(SKLEARN_DATASETS)}")
     loader, classification, license_ = SKLEARN_DATASETS[name]
     data = getattr(sklearn.datasets, loader)(as_frame=True)
     frame = data.frame.rename(columns={data.target.name: "target"}) if data.target.name != "target" else data.frame
     split = {"test_size": spec.test_size, "random_state": spec.split_seed, "stratify": classification}
     if spec.split not in ("train", "test", "all"):
-        raise DatasetError(f"dataset.split: sklearn:// datasets have the splits train, test and all, "
+        raise DatasetError(f"{place}.split: sklearn:// datasets have the splits train, test and all, "
                            f"not {spec.split!r}")
     if spec.split != "all":
         train, test = train_test_split(frame, test_size=spec.test_size, random_state=spec.split_seed,
@@ -123,64 +149,80 @@ def _sklearn(spec: DatasetSpec) -> tuple[pa.Table, str, dict[str, Any]]:
     return table, spec.split, {"license": license_, "split": split}
 
 
-def _hub(spec: DatasetSpec) -> tuple[pa.Table, str, dict[str, Any]]:
+def _hub(spec: DataSource, place: str) -> tuple[pa.Table, str, dict[str, Any]]:
+    """The split, read from the repository's files at the commit its revision resolves to."""
     import datasets
 
-    repo, revision = parse_hub_uri(spec.source, spec.revision)
+    # The snapshot is the repository at one commit: loading its files (not the repository by
+    # name, which datasets resolves again on its own) makes the recorded sha the data read.
+    folder, sha = snapshot(spec.source, spec.revision, repo_type="dataset")
+    for file in walk(folder, what=f"{place}.source"):
+        regular_file(file, within=folder.parent.parent, what=f"{place}.source")
     try:
-        ds = datasets.load_dataset(repo, name=spec.config, split=spec.split, revision=revision)
-    except Exception as exc:  # datasets raises many types for a missing repo, split or cache entry
-        raise DatasetError(f"dataset.source: cannot load {spec.source} (split {spec.split!r}): "
+        ds = datasets.load_dataset(str(folder), name=spec.config, split=spec.split)
+    except Exception as exc:  # datasets raises many types for a missing config, split or file
+        raise DatasetError(f"{place}.source: cannot load {spec.source} at {sha} (split {spec.split!r}): "
                            f"{type(exc).__name__}: {exc}") from None
-    fingerprint = getattr(ds, "_fingerprint", None)
-    return ds.with_format("arrow")[:], spec.split, {"revision": revision or fingerprint}
+    return ds.with_format("arrow")[:], spec.split, {"revision": sha}
 
 
-def _local(spec: DatasetSpec) -> tuple[pa.Table, str | None, dict[str, Any]]:
+def _local(spec: DataSource, place: str) -> tuple[pa.Table, str | None, dict[str, Any]]:
     path = Path(spec.source).expanduser()
     if not path.exists() and not path.is_symlink():
-        raise DatasetError(f"dataset.source: {path} does not exist")
+        raise DatasetError(f"{place}.source: {path} does not exist")
     if path.is_dir():
         import datasets
 
-        for file in walk(path, what="dataset.source"):
-            regular_file(file, within=path, what="dataset.source")
+        for file in walk(path, what=f"{place}.source"):
+            regular_file(file, within=path, what=f"{place}.source")
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as exc:
-            raise DatasetError(f"dataset.source: {path} is not a datasets.save_to_disk folder: {exc}") from None
+            raise DatasetError(f"{place}.source: {path} is not a datasets.save_to_disk folder: {exc}") from None
         if isinstance(loaded, datasets.DatasetDict):
             if spec.split not in loaded:
-                raise DatasetError(f"dataset.split: {path} has the splits {sorted(loaded)}, not {spec.split!r}")
+                raise DatasetError(f"{place}.split: {path} has the splits {sorted(loaded)}, not {spec.split!r}")
             loaded = loaded[spec.split]
         return loaded.with_format("arrow")[:], spec.split, {}
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv"):
-        raise DatasetError(f"dataset.source: {path} is neither a .parquet nor a .csv file nor a "
+        raise DatasetError(f"{place}.source: {path} is neither a .parquet nor a .csv file nor a "
                            "save_to_disk folder")
     try:
-        with open_regular(path, what="dataset.source", max_bytes=limit("dataset")) as f:
+        with open_regular(path, what=f"{place}.source", max_bytes=limit("dataset")) as f:
             if suffix == ".parquet":
                 import pyarrow.parquet as pq
                 return pq.read_table(f), None, {}
             import pyarrow.csv as pacsv
             return pacsv.read_csv(f), None, {}
     except pa.ArrowException as exc:
-        raise DatasetError(f"dataset.source: cannot read {path}: {exc}") from None
+        raise DatasetError(f"{place}.source: cannot read {path}: {exc}") from None
 
 
-def _roles(table: pa.Table, spec: DatasetSpec, task: str) -> dict[str, Any]:
-    """The manifest's column roles, checked against the table, with defaults filled in."""
+def _roles(table: pa.Table, spec: DataSource, task: str, inputs: ModelInputs | None, place: str) -> dict[str, Any]:
+    """The manifest's column roles, checked against the table, with defaults filled in and the
+    features in the order the model reads them; every problem is reported at once."""
     names = table.column_names
     roles: dict[str, Any] = dict(spec.columns)
     problems = []
     for role, value in roles.items():
         for column in value if isinstance(value, list) else [value]:
             if column not in names:
-                problems.append(f"dataset.columns.{role}: no column {column!r} in the dataset "
+                problems.append(f"{place}.columns.{role}: no column {column!r} in the data "
                                 f"(it has: {', '.join(names)})")
+    if inputs is not None and inputs.names is not None:
+        given = roles.get("features")
+        if given is not None and set(given) != set(inputs.names):
+            problems.append(f"{place}.columns.features: the model reads the columns {inputs.names} "
+                            f"({inputs.known_from}), not {given}; leave features out to take the model's")
+        else:
+            missing = [c for c in inputs.names if c not in names]
+            if missing:
+                problems.append(f"{place}.columns.features: no column {', '.join(repr(c) for c in missing)} in the data, "
+                                f"which the model reads ({inputs.known_from}); the data has: {', '.join(names)}")
+        roles["features"] = list(inputs.names)
     if problems:
-        raise DatasetError("; ".join(problems))
+        raise DatasetError("; ".join(dict.fromkeys(problems)))
     for role, candidates in _DEFAULT_COLUMNS.items():
         if role not in roles:
             column = next((n for n in candidates if n in names), None)
@@ -190,16 +232,32 @@ def _roles(table: pa.Table, spec: DatasetSpec, task: str) -> dict[str, Any]:
         taken = {v for k, v in roles.items() if k != "features"}
         roles["features"] = [f.name for f in table.schema
                              if f.name not in taken and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+    count = inputs.count if inputs is not None else None
+    if count is not None and "features" in roles and len(roles["features"]) != count:
+        given = roles["features"]
+        shown = ", ".join(given[:8]) + (", ..." if len(given) > 8 else "")
+        raise DatasetError(f"{place}.columns.features: the model reads {count} feature(s) ({inputs.known_from}), "
+                           f"the data gives {len(given)} ({shown})")
     return roles
 
 
-def training_split(test: DatasetHandle, task: str) -> DatasetHandle | None:
-    """The train split behind an ``sklearn://`` test split (same seed and share); None for other sources."""
+def resolve_training(spec: DatasetSpec, test: DatasetHandle, task: str,
+                     inputs: ModelInputs | None = None) -> DatasetHandle | None:
+    """The data retraining analyses fit on: ``dataset.train`` (its columns default to the
+    dataset's), else the seeded train split of an ``sklearn://`` source; None when there is none."""
+    if spec.train is None:
+        return training_split(test, task, inputs)
+    columns = {**test.roles, **spec.train.columns}
+    return resolve_dataset(spec.train.model_copy(update={"columns": columns}), task, inputs, place="dataset.train")
+
+
+def training_split(test: DatasetHandle, task: str, inputs: ModelInputs | None = None) -> DatasetHandle | None:
+    """The train split behind an ``sklearn://`` test split (same seed and share, all its rows); None
+    for other sources."""
     entity = test.entity
     split = entity.features.get("split")
     if not entity.source_uri.startswith("sklearn://") or split is None:
         return None
-    spec = DatasetSpec(source=entity.source_uri, split="train", test_size=split["test_size"],
-                       split_seed=split["random_state"], columns={"features": test.feature_names,
-                                                                   "label": test.roles["label"]})
-    return resolve_dataset(spec, task)
+    spec = DataSource(source=entity.source_uri, split="train", test_size=split["test_size"],
+                      split_seed=split["random_state"], columns=test.roles)
+    return resolve_dataset(spec, task, inputs, place="dataset.train")

@@ -71,7 +71,8 @@ class LoadedModel:
                          f"for {self.task} is not supported")
 
     def predict_array(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Outputs on a feature matrix (rows x features) of a scikit-learn or PyTorch model."""
+        """Outputs on a feature matrix (rows x features, in the model's feature order) of a
+        scikit-learn or PyTorch model."""
         if self.handle.framework == "sklearn":
             return self._finite(self._predict_sklearn(x), "a feature matrix")
         if self.handle.framework == "torch":
@@ -80,6 +81,13 @@ class LoadedModel:
         raise ModelError(f"model {self.handle.id[:19]}: a {self.handle.framework} model does not read feature rows")
 
     def _predict_sklearn(self, x: np.ndarray) -> np.ndarray:
+        names = getattr(self.model, "feature_names_in_", None)
+        if names is not None and x.ndim == 2 and x.shape[1] == len(names):
+            import pandas as pd
+
+            # The rows come in the model's own column order (the dataset takes them by name);
+            # naming them lets scikit-learn check that, instead of warning on every call.
+            x = pd.DataFrame(x, columns=list(names))
         if not self.is_classifier:
             return np.asarray(self.model.predict(x), dtype=np.float64)
         if hasattr(self.model, "predict_proba"):

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from modelsci.ingest.architectures import ARCHITECTURES, CONFIG_NAME, parameter_shapes, shape_mismatch
+from modelsci.ingest.architectures import ARCHITECTURES, CONFIG_NAME, input_size, parameter_shapes, shape_mismatch
 from modelsci.ingest.hub import is_hub, snapshot
 from modelsci.schemas.entities import ModelInstance
 from modelsci.schemas.errors import ModelsciError
@@ -41,8 +41,8 @@ from modelsci.schemas.identity import (
 from modelsci.schemas.manifest import ModelSpec
 from modelsci.schemas.untrusted_files import limit, load_yaml, open_regular, read_text, regular_file, walk
 
-__all__ = ["PICKLE_SUFFIXES", "SKLEARN_TRUSTED", "ModelError", "ModelHandle", "card_metadata", "check_files", "resolve_model",
-           "trusted_skops_types", "weights_identity"]
+__all__ = ["PICKLE_SUFFIXES", "SKLEARN_TRUSTED", "ModelError", "ModelHandle", "ModelInputs", "card_metadata", "check_files",
+           "model_inputs", "resolve_model", "trusted_skops_types", "weights_identity"]
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
 SKLEARN_TRUSTED = frozenset({
@@ -80,6 +80,51 @@ class ModelHandle:
     def spec(self) -> dict[str, Any]:
         """What the executor needs to load it again (stored with each queued run)."""
         return {"path": str(self.path), "framework": self.framework, "task": self.task}
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model reads from feature rows: its feature names where it knows them, and how many."""
+
+    names: list[str] | None
+    count: int | None
+    known_from: str
+    """Where they were read, for messages: ``its feature_names_in_``, ``features in modelsci.json``."""
+
+
+def model_inputs(handle: ModelHandle) -> ModelInputs:
+    """The feature names (scikit-learn ``feature_names_in_``, ``features`` in ``modelsci.json``)
+    and the feature count (``n_features_in_``, the architecture's first layer) a model reads."""
+    if handle.framework == "sklearn":
+        import skops.io as sio
+
+        file = skops_file(handle.path)
+        try:
+            estimator = sio.load(file, trusted=trusted_skops_types(file))
+        except ModelError:
+            raise
+        except Exception as exc:  # skops raises many types for a file it cannot rebuild
+            raise ModelError(f"{file}: fails to load with skops: {type(exc).__name__}: {exc}") from None
+        names = getattr(estimator, "feature_names_in_", None)
+        count = getattr(estimator, "n_features_in_", None)
+        return ModelInputs([str(n) for n in names] if names is not None else None,
+                           int(count) if count is not None else None,
+                           "its feature_names_in_" if names is not None else "its n_features_in_")
+    if handle.framework == "torch":
+        config = read_json(handle.path / CONFIG_NAME)
+        names = config.get("features")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                                      and len(set(names)) == len(names)):
+            raise ModelError(f"{handle.path / CONFIG_NAME}: features must be a list of distinct column names")
+        try:
+            count = input_size(config)
+        except ValueError as exc:
+            raise ModelError(f"{handle.path}: {exc}") from None
+        if names is not None and count is not None and len(names) != count:
+            raise ModelError(f"{handle.path / CONFIG_NAME}: features lists {len(names)} column(s) but the "
+                             f"architecture reads {count} value(s) per row")
+        return ModelInputs(names, count, f"features in {CONFIG_NAME}" if names else "its first layer")
+    return ModelInputs(None, None, "")
 
 
 def resolve_model(spec: ModelSpec) -> ModelHandle:

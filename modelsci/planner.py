@@ -1,9 +1,25 @@
 """Submissions: manifest -> validated, resolved, registered model and dataset -> queued runs.
 
-A run is keyed by (model id, dataset id, analysis name@version, params hash, seed). Submitting
-the same manifest again plans nothing for keys that are queued, running or succeeded; a
-failed key is planned again as its next attempt, and ``rerun`` plans a new attempt of every
-key, whose findings become new versions of the earlier ones.
+Everything that can be known at submit is checked there, and every problem is reported at once
+at its place in the manifest, before anything is registered: the manifest and each analysis'
+parameters; the model's files and (plain PyTorch) its architecture against the weights' shapes;
+the columns the model reads, taken by name (a missing one is named) and their count against
+the model's (``n_features_in_``, the first layer); the training data of analyses that retrain
+the model; each analysis' applicability; several seeds of an analysis whose result does not
+depend on the seed (they could not fail to replicate).
+
+A run is keyed by (model id, dataset id, analysis name@version, params hash, seed, and for an
+analysis that retrains the model the id of the data it fits on). Submitting
+the same manifest again plans nothing for keys that are queued, running or succeeded. A failed
+key is planned again, as its next attempt, only when the failure can change:
+
+- the run itself raised (loading the model or data, or the analysis): the same inputs and the
+  same code fail again, so it is planned again only with ``retry_failed`` (``--retry-failed``),
+  or when modelsci's version or commit differs from the one that failed;
+- the run failed outside itself (its worker process died, the catalogue refused the bundle it
+  made, the analysis at that version was not installed): it is planned again automatically.
+
+``rerun`` plans a new attempt of every key, whose findings become new versions of the earlier ones.
 """
 
 from __future__ import annotations
@@ -15,10 +31,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from modelsci.analyses.base import registry, unavailable
+from modelsci.analyses.base import AnalysisPlugin, registry, unavailable
 from modelsci.catalogue.store import Catalogue
-from modelsci.ingest.datasets import DatasetHandle, resolve_dataset
-from modelsci.ingest.models import ModelHandle, resolve_model
+from modelsci.ingest.datasets import DatasetHandle, resolve_dataset, resolve_training
+from modelsci.ingest.models import ModelHandle, ModelInputs, model_inputs, resolve_model
+from modelsci.provenance import environment
 from modelsci.schemas.bundle import ResultBundle, params_hash, run_id, run_key
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import content_id
@@ -38,6 +55,10 @@ class Submission:
     dataset: DatasetHandle | None
     queued: list[str] = field(default_factory=list)
     already_planned: list[str] = field(default_factory=list)
+    failed_before: list[str] = field(default_factory=list)
+    """Runs that failed for a reason that cannot change, not queued again (``retry_failed`` queues them)."""
+    train: DatasetHandle | None = None
+    """The data the retraining analyses fit on, when one of them is asked for."""
 
 
 def read_manifest(path: str | Path) -> str:
@@ -51,7 +72,7 @@ def read_manifest(path: str | Path) -> str:
         raise ManifestError([f"(top level): {exc}"]) from None
 
 
-def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False,
+def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False, retry_failed: bool = False,
            base_dir: Path | None = None) -> Submission:
     """Validate everything (reporting all problems at once), register, plan and queue.
 
@@ -68,77 +89,134 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False,
     model_spec = manifest.model if manifest else _section(manifest_text, "model", ModelSpec)
     dataset_spec = manifest.dataset if manifest else _section(manifest_text, "dataset", DatasetSpec)
     model_spec, dataset_spec = _relative_to(model_spec, base_dir), _relative_to(dataset_spec, base_dir)
-    model = dataset = None
+    if dataset_spec is not None and dataset_spec.train is not None:
+        dataset_spec = dataset_spec.model_copy(update={"train": _relative_to(dataset_spec.train, base_dir)})
+    requests = manifest.analyses if manifest else []
+    retraining = [i for i, r in enumerate(requests) if plugins[r.name].needs_training_data]
+    model = dataset = train = None
+    inputs: ModelInputs | None = None
     if model_spec is not None:
         try:
             model = resolve_model(model_spec)
+            inputs = model_inputs(model)
         except ModelsciError as exc:
             problems.append(_at("model.source", str(exc)))
         if dataset_spec is not None:
             try:
-                dataset = resolve_dataset(dataset_spec, model_spec.task)
+                dataset = resolve_dataset(dataset_spec, model_spec.task, inputs)
             except ModelsciError as exc:
                 problems.append(_at("dataset.source", str(exc)))
-    for i, request in enumerate(manifest.analyses if manifest and model else []):
-        refusal = plugins[request.name].refusal(manifest.model.task, model.framework, manifest.dataset is not None)
-        if refusal:
-            problems.append(problem_at(("analyses", i, "name"), refusal))
+        if dataset is not None and dataset_spec is not None and (retraining or dataset_spec.train is not None):
+            try:
+                train = resolve_training(dataset_spec, dataset, model_spec.task, inputs)
+            except ModelsciError as exc:
+                problems.append(_at("dataset.train.source", str(exc)))
+    if manifest is not None and model is not None:
+        problems += _analysis_refusals(plugins, manifest, model, dataset, train)
     if problems:
         raise ManifestError(problems)
     assert manifest is not None and model is not None
+    if not retraining:
+        train = None  # checked, but no run fits on it: nothing to register
 
     manifest = manifest.model_copy(update={"model": model_spec, "dataset": dataset_spec})
     _link_base_model(cat, model)
     analyses = [plugins[r.name].entity() for r in manifest.analyses]
-    cat.commit(ResultBundle(models=[model.instance], datasets=[dataset.entity] if dataset else [],
+    datasets = [d.entity for d in (dataset, train) if d is not None]
+    cat.commit(ResultBundle(models=[model.instance], datasets=list({d.id: d for d in datasets}.values()),
                             analyses=list({a.id: a for a in analyses}.values())),
                author=manifest.submitter,
                message=f"register {manifest.model.source}"
-                       + (f" and {manifest.dataset.source}" if manifest.dataset else ""))
+                       + (f" and {manifest.dataset.source}" if manifest.dataset else "")
+                       + (f" (trained on {train.entity.source_uri})" if train else ""))
     submission_id = content_id({"manifest": manifest.model_dump(mode="json"), "rerun": rerun})
-    planned = plan_runs(cat, manifest, model, dataset, submission_id, rerun=rerun)
+    planned, failed_before = plan_runs(cat, manifest, model, dataset, submission_id, train=train, rerun=rerun,
+                                       retry_failed=retry_failed)
     queued = cat.enqueue(planned)
     return Submission(submission_id, model, dataset, queued,
-                      [r.run_id for r in planned if r.run_id not in queued])
+                      [r.run_id for r in planned if r.run_id not in queued], failed_before, train)
+
+
+def _analysis_refusals(plugins: dict[str, type[AnalysisPlugin]], manifest: Manifest, model: ModelHandle,
+                       dataset: DatasetHandle | None, train: DatasetHandle | None) -> list[str]:
+    """Each analysis that cannot run here, at its place: not applicable, no training data, seeds that cannot differ."""
+    problems = []
+    for i, request in enumerate(manifest.analyses):
+        plugin = plugins[request.name]
+        refusal = plugin.refusal(manifest.model.task, model.framework, manifest.dataset is not None)
+        if refusal:
+            problems.append(problem_at(("analyses", i, "name"), refusal))
+        elif plugin.needs_training_data and dataset is not None and train is None and (
+                manifest.dataset is None or manifest.dataset.train is None):  # a broken one is reported as such
+            problems.append(problem_at(("analyses", i, "name"), (
+                f"{plugin.name} retrains the model, so it needs the data the model was trained on: add it to "
+                "the manifest as `dataset.train: {source: train.parquet}` (same forms as `dataset`; "
+                "sklearn:// datasets use their seeded train split)")))
+        seeds = sorted(set(request.seeds))
+        if not plugin.seed_dependent and len(seeds) > 1:
+            problems.append(problem_at(("analyses", i, "seeds"), (
+                f"{plugin.name}'s values do not depend on the seed, so its seeds {seeds} could not fail to "
+                "replicate each other; give one seed")))
+    return problems
 
 
 def plan_runs(cat: Catalogue, manifest: Manifest, model: ModelHandle, dataset: DatasetHandle | None,
-              submission_id: str, *, rerun: bool = False) -> list[QueuedRun]:
-    """One run per (analysis, params, seed), skipping keys already planned unless ``rerun``."""
+              submission_id: str, *, train: DatasetHandle | None = None, rerun: bool = False,
+              retry_failed: bool = False) -> tuple[list[QueuedRun], list[str]]:
+    """One run per (analysis, params, seed), skipping keys already planned unless ``rerun``, and
+    keys whose run failed for a reason that cannot change unless ``retry_failed`` (see the module
+    docstring). Returns the runs and the ids of the failed runs not planned again."""
     plugins = registry()
-    rows = cat.query("SELECT run_key, max(attempt) AS attempt, arg_max(status, attempt) AS status "
-                     "FROM store.queue GROUP BY run_key").to_pylist()
-    latest = {r["run_key"]: (r["attempt"], r["status"]) for r in rows}
+    rows = cat.query(
+        "SELECT q.run_key, q.attempt, q.status, q.run_id, json_extract_string(r.environment, '$.failure') AS failure, "
+        "json_extract_string(r.environment, '$.packages.modelsci') AS version, "
+        "json_extract_string(r.environment, '$.modelsci_commit') AS code "
+        "FROM store.queue q LEFT JOIN store.runs r ON r.id = q.run_id "
+        "QUALIFY row_number() OVER (PARTITION BY q.run_key ORDER BY q.attempt DESC) = 1").to_pylist()
+    latest = {r["run_key"]: r for r in rows}
+    here = environment()
     runs: list[QueuedRun] = []
+    failed_before: list[str] = []
     for request in manifest.analyses:
         plugin = plugins[request.name]
         params = plugin.Params.model_validate(request.params).model_dump(mode="json")
         analysis_id = f"{plugin.name}@{plugin.version}"
+        fits_on = train if plugin.needs_training_data else None
         for seed in dict.fromkeys(request.seeds):
-            key = run_key(model.id, dataset.id if dataset else None, analysis_id, params_hash(params), seed)
+            key = run_key(model.id, dataset.id if dataset else None, analysis_id, params_hash(params), seed,
+                          fits_on.id if fits_on else None)
             attempt = 0
             if key in latest:
-                last_attempt, status = latest[key]
-                if status != "failed" and not rerun:
-                    runs.append(_queued(key, last_attempt, model, dataset, analysis_id, params, seed,
+                last = latest[key]
+                if last["status"] != "failed" and not rerun:
+                    runs.append(_queued(key, last["attempt"], model, dataset, fits_on, analysis_id, params, seed,
                                         manifest, submission_id))
                     continue
-                attempt = last_attempt + 1
-            runs.append(_queued(key, attempt, model, dataset, analysis_id, params, seed, manifest,
+                lasting = last["failure"] == "run" and (last["version"], last["code"]) == (
+                    here["packages"].get("modelsci"), here.get("modelsci_commit"))
+                if last["status"] == "failed" and lasting and not (rerun or retry_failed):
+                    failed_before.append(last["run_id"])
+                    continue
+                attempt = last["attempt"] + 1
+            runs.append(_queued(key, attempt, model, dataset, fits_on, analysis_id, params, seed, manifest,
                                 submission_id))
-    return runs
+    return runs, failed_before
 
 
 def _queued(key: str, attempt: int, model: ModelHandle, dataset: DatasetHandle | None,
-            analysis_id: str, params: dict, seed: int, manifest: Manifest, submission_id: str) -> QueuedRun:
+            train: DatasetHandle | None, analysis_id: str, params: dict, seed: int, manifest: Manifest,
+            submission_id: str) -> QueuedRun:
     return QueuedRun(
         run_id=run_id(key, attempt), run_key=key, attempt=attempt,
         model_id=model.id, dataset_id=dataset.id if dataset else None, analysis_id=analysis_id,
         params=params, seed=seed,
         model_spec={**manifest.model.model_dump(mode="json"), **model.spec(),
                     "revision": model.instance.revision or manifest.model.revision},
-        dataset_spec=manifest.dataset.model_dump(mode="json") if manifest.dataset else None,
+        # The resolved sources (columns explicit, in the model's order; hub revisions pinned):
+        # the executor reads exactly the rows identified here.
+        dataset_spec=dataset.spec if dataset else None,
         submission_id=submission_id,
+        train_dataset_id=train.id if train else None, train_spec=train.spec if train else None,
     )
 
 

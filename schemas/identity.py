@@ -32,8 +32,18 @@ after Python object ids, so the bytes differ on every save. The identity canonic
 
 Datasets
 --------
-``Dataset.id`` hashes the rows as used: the Arrow table with its columns sorted by name, no
-schema metadata, one chunk, written as an Arrow IPC stream, then the split and the row limit.
+``Dataset.id`` hashes what the model reads, and nothing else: the columns that play a role,
+in the order they are fed (the ``features`` in order, then ``label``, ``text``, ``text_pair``,
+``image`` where present; a column is taken once), so extra columns and the file's column
+order do not change it, and another feature list does. The rows as used (after split and
+limit) are written as an Arrow IPC stream, no schema metadata, one chunk::
+
+    columns = [*roles.get("features", []), *(roles[r] for r in (label, text, text_pair, image) if r in roles)]
+    columns = list(dict.fromkeys(columns))
+    h = hashlib.sha256(b"modelsci-dataset-v2\n")
+    h.update(ipc_stream(table.select(columns)))            # metadata removed, combine_chunks()
+    h.update(canonical_json({"limit": limit, "roles": roles, "split": split}).encode())
+    dataset_id = "sha256:" + h.hexdigest()
 
 Everything else
 ---------------
@@ -61,6 +71,7 @@ __all__ = [
     "TensorRecord",
     "canonical_json",
     "content_id",
+    "dataset_columns",
     "dataset_id",
     "check_skops",
     "safetensors_header",
@@ -308,13 +319,24 @@ def skops_hash(path: str | Path) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def dataset_id(table: pa.Table, split: str | None, limit: int | None) -> str:
-    """Identity of the rows as used: sorted columns, Arrow IPC stream, split and limit."""
-    table = table.select(sorted(table.column_names)).replace_schema_metadata(None)
+DATASET_HASH_PREFIX = b"modelsci-dataset-v2\n"
+_OTHER_ROLES = ("label", "text", "text_pair", "image")
+
+
+def dataset_columns(roles: Mapping[str, Any]) -> list[str]:
+    """The columns a model reads, in the order fed: the features, then the other roles' columns."""
+    columns = [*roles.get("features", []), *(roles[r] for r in _OTHER_ROLES if r in roles)]
+    return list(dict.fromkeys(columns))
+
+
+def dataset_id(table: pa.Table, roles: Mapping[str, Any], split: str | None, limit: int | None) -> str:
+    """Identity of what the model reads: the role columns in the order fed, the roles, split and limit."""
+    table = table.select(dataset_columns(roles)).replace_schema_metadata(None)
     table = table.cast(pa.schema([f.remove_metadata() for f in table.schema])).combine_chunks()
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    h = hashlib.sha256(sink.getvalue())
-    h.update(canonical_json({"limit": limit, "split": split}).encode())
+    h = hashlib.sha256(DATASET_HASH_PREFIX)
+    h.update(sink.getvalue())
+    h.update(canonical_json({"limit": limit, "roles": dict(roles), "split": split}).encode())
     return "sha256:" + h.hexdigest()

@@ -10,6 +10,7 @@
       split: test
       columns: {label: target}
       limit: 200
+      train: {source: sklearn://breast_cancer, split: train}   # what retraining analyses fit on
     analyses:
       - name: evaluation.performance
         params: {n_bootstrap: 500}
@@ -26,12 +27,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.untrusted_files import load_yaml
 
-__all__ = ["AnalysisRequest", "DatasetSpec", "Manifest", "ManifestError", "ModelSpec", "TASKS",
+__all__ = ["AnalysisRequest", "DataSource", "DatasetSpec", "Manifest", "ManifestError", "ModelSpec", "TASKS",
            "parse_manifest", "problem_at"]
 
 TASKS = (
@@ -67,14 +68,14 @@ class ModelSpec(_Strict):
     task: Task = Field(description="What the model does, e.g. `tabular-classification`.")
 
 
-class DatasetSpec(_Strict):
-    """The rows to study the model on, and which columns it reads."""
+class DataSource(_Strict):
+    """Where rows come from, which of them are used, and which columns the model reads."""
 
     source: str = Field(min_length=1, description="`sklearn://NAME`, `hf://org/name`, a `save_to_disk` folder, a .parquet or .csv file.")
-    revision: str | None = Field(default=None, description="Hub revision; hub sources only.")
+    revision: str | None = Field(default=None, description="Hub revision; hub sources only (recorded as the commit sha it resolved to).")
     config: str | None = Field(default=None, description="Dataset configuration name (hub datasets).")
     split: str = Field(default="test", description="Split to use; `sklearn://` sources make a seeded train/test split.")
-    columns: dict[str, str | list[str]] = Field(default_factory=dict, description="Role (features, label, text, text_pair, image) to column(s).")
+    columns: dict[str, str | list[str]] = Field(default_factory=dict, description="Role (features, label, text, text_pair, image) to column(s); a model that knows its feature names reads those, by name.")
     limit: int | None = Field(default=None, ge=1, description="Use at most this many rows (the first ones).")
     test_size: float = Field(default=0.25, gt=0, lt=1, description="Test share of the split made for `sklearn://` sources.")
     split_seed: int = Field(default=0, description="Seed of the split made for `sklearn://` sources.")
@@ -89,7 +90,24 @@ class DatasetSpec(_Strict):
             if (role == "features") != isinstance(value, list):
                 want = "a list of column names" if role == "features" else "one column name"
                 raise ValueError(f"{role} must be {want}")
+        features = columns.get("features") or []
+        repeated = sorted({c for c in features if features.count(c) > 1})
+        if repeated:
+            raise ValueError(f"features lists {repeated} more than once")
         return columns
+
+
+class DatasetSpec(DataSource):
+    """The rows to study the model on, which columns it reads, and the data it was trained on."""
+
+    train: DataSource | None = Field(default=None, description="Training data, for analyses that retrain the model (Rashomon sets, preprocessing, TreeFARMS); same forms as `dataset`, its split `train` unless given, its columns the dataset's unless given. `sklearn://` datasets default to their seeded train split.")
+
+    @model_validator(mode="after")
+    def _train_split(self) -> DatasetSpec:
+        # A training source's split is ``train`` unless the manifest says otherwise.
+        if self.train is not None and "split" not in self.train.model_fields_set:
+            self.train = self.train.model_copy(update={"split": "train"})
+        return self
 
 
 class AnalysisRequest(_Strict):
@@ -113,6 +131,8 @@ def problem_at(loc: tuple[Any, ...], message: str) -> str:
     """``analyses[1].params.n_steps: message`` from a location tuple."""
     path = ""
     for part in loc:
+        if isinstance(part, str) and not part.isprintable():
+            part = ascii(part)  # a key with control characters would break the one-line message
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return f"{path or '(top level)'}: {message}"
 
@@ -129,7 +149,7 @@ def parse_manifest(text: str, params_models: Mapping[str, type[BaseModel]] | Non
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ManifestError([f"(top level): not valid YAML{where}: "
-                             f"{getattr(exc, 'problem', None) or exc}"]) from None
+                             f"{' '.join(str(getattr(exc, 'problem', None) or exc).split())}"]) from None
     if not isinstance(data, dict):
         raise ManifestError([f"(top level): a manifest is a YAML mapping with submitter, model, "
                              f"dataset and analyses; got {type(data).__name__}"])

@@ -25,6 +25,10 @@ class QueuedRun:
     model_spec: dict[str, Any]
     dataset_spec: dict[str, Any] | None
     submission_id: str | None = None
+    train_dataset_id: str | None = None
+    """The dataset a retraining analysis fits on (None for the others)."""
+    train_spec: dict[str, Any] | None = None
+    """How to read it: a resolved ``DataSource`` (columns explicit, hub revision pinned)."""
     status: str = "queued"
     worker: str | None = None
     queued_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
@@ -33,7 +37,7 @@ class QueuedRun:
     def from_row(cls, row: dict[str, Any]) -> QueuedRun:
         names = cls.__dataclass_fields__
         values = {k: v for k, v in row.items() if k in names}
-        for key in ("params", "model_spec", "dataset_spec"):
+        for key in ("params", "model_spec", "dataset_spec", "train_spec"):
             if isinstance(values.get(key), str):
                 values[key] = json.loads(values[key])
         return cls(**values)

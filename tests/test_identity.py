@@ -104,11 +104,33 @@ def test_truncated_or_foreign_files_are_refused(tmp_path: Path, content: bytes) 
         tensor_hash_of_files([path])
 
 
-def test_dataset_id_ignores_column_order_and_chunking_but_not_split_or_rows() -> None:
-    table = pa.table({"x": [1.0, 2.0, 3.0], "label": [0, 1, 0]})
-    reordered = pa.concat_tables([table.slice(0, 1), table.slice(1)]).select(["label", "x"])
-    base = dataset_id(table, "test", None)
-    assert dataset_id(reordered, "test", None) == base
-    assert dataset_id(table, "train", None) != base
-    assert dataset_id(table, "test", 2) != base
-    assert dataset_id(table.slice(0, 2), "test", None) != base
+def test_dataset_id_covers_what_the_model_reads_and_nothing_else() -> None:
+    table = pa.table({"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0], "label": [0, 1, 0]})
+    roles = {"features": ["a", "b"], "label": "label"}
+    base = dataset_id(table, roles, "test", None)
+    # file order, chunking and columns the model does not read leave it unchanged
+    shuffled = pa.concat_tables([table.slice(0, 1), table.slice(1)]).select(["label", "b", "a"])
+    assert dataset_id(shuffled.append_column("note", pa.array(["x", "y", "z"])), roles, "test", None) == base
+    # what is fed, in which order, with which roles, which rows: each changes it
+    assert dataset_id(table, {"features": ["b", "a"], "label": "label"}, "test", None) != base
+    assert dataset_id(table, {"features": ["a"], "label": "label"}, "test", None) != base
+    assert dataset_id(table, {"features": ["a", "b"], "text": "label"}, "test", None) != base
+    assert dataset_id(table, roles, "train", None) != base
+    assert dataset_id(table, roles, "test", 2) != base
+    assert dataset_id(table.slice(0, 2), roles, "test", None) != base
+
+
+def test_dataset_id_follows_its_documented_encoding() -> None:
+    import hashlib
+    import io
+    import json
+
+    table = pa.table({"z": [1.5, 2.5], "a": [3.0, 4.0], "y": [1, 0], "unused": ["p", "q"]})
+    roles = {"features": ["z", "a"], "label": "y"}
+    sink = io.BytesIO()
+    fed = pa.table({"z": [1.5, 2.5], "a": [3.0, 4.0], "y": [1, 0]})
+    with pa.ipc.new_stream(sink, fed.schema) as writer:
+        writer.write_table(fed)
+    h = hashlib.sha256(b"modelsci-dataset-v2\n" + sink.getvalue())
+    h.update(json.dumps({"limit": 5, "roles": roles, "split": None}, sort_keys=True, separators=(",", ":")).encode())
+    assert dataset_id(table, roles, None, 5) == "sha256:" + h.hexdigest()

@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from modelsci.ingest.datasets import DatasetError, resolve_dataset
@@ -152,3 +154,37 @@ def test_a_dataset_column_that_does_not_exist_is_named() -> None:
     spec = DatasetSpec(source="sklearn://iris", columns={"label": "species"})
     with pytest.raises(DatasetError, match=r"dataset.columns.label: no column 'species' .*target"):
         resolve_dataset(spec, "tabular-classification")
+
+
+def _hub_dataset(cache: Path, repo: str, commits: dict[str, list[float]], main: str) -> None:
+    """A dataset repository in the hub cache, as huggingface_hub lays it out: one snapshot per commit."""
+    folder = cache / ("datasets--" + repo.replace("/", "--"))
+    for sha, xs in commits.items():
+        data = folder / "snapshots" / sha / "data"
+        data.mkdir(parents=True)
+        pq.write_table(pa.table({"x": xs, "label": [i % 2 for i in range(len(xs))]}),
+                       data / "test-00000-of-00001.parquet")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(main)
+
+
+def test_a_hub_dataset_is_read_at_and_recorded_with_the_commit_its_revision_resolves_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    old, new = "1" * 40, "2" * 40
+    _hub_dataset(tmp_path / "hub", "acme/rows", {old: [1.0, 2.0, 3.0], new: [4.0, 5.0, 6.0, 7.0]}, main=new)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    latest = resolve_dataset(DatasetSpec(source="hf://acme/rows", columns={"features": ["x"]}), "tabular-regression")
+    assert latest.entity.revision == new and latest.spec["revision"] == new
+    assert latest.features()[:, 0].tolist() == [4.0, 5.0, 6.0, 7.0]
+    pinned = resolve_dataset(DatasetSpec(source="hf://acme/rows", revision=old, columns={"features": ["x"]}),
+                             "tabular-regression")
+    assert pinned.entity.revision == old and pinned.features()[:, 0].tolist() == [1.0, 2.0, 3.0]
+    assert pinned.id != latest.id
+    # main moves on: the recorded spec still reads the rows first read
+    (tmp_path / "hub" / "datasets--acme--rows" / "refs" / "main").write_text(old)
+    again = resolve_dataset(DatasetSpec.model_validate(latest.spec), "tabular-regression")
+    assert again.id == latest.id and again.entity.revision == new

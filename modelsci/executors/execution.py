@@ -2,7 +2,10 @@
 
 A worker only executes (load the model and data, run the analysis, return a bundle); the
 process that claimed the run lands the bundle (``committer.Committer``), so one process
-commits. A run that raises lands as a failed Run with its error and traceback.
+commits. A run that raises lands as a failed Run with its error and traceback, and with
+``environment.failure``: ``run`` when loading or the analysis raised (the same inputs and code
+fail again), ``executor`` when it failed outside itself (``failed_bundle``); the planner plans
+only the latter again on its own.
 
 Peak memory is the run's own: on CUDA ``torch.cuda.max_memory_allocated`` after resetting
 the peak at the start of the run; on CPU the largest resident set size of the process while
@@ -91,11 +94,15 @@ def _execute(queued: QueuedRun, device: str, progress: Progress | None, started:
             raise LookupError(f"analysis {queued.analysis_id} is not installed (have {have}); "
                               "resubmit the manifest to plan it with the installed version")
         plugin = plugin_cls()
+    except Exception as exc:  # installing the analysis (at that version) can change this: planned again
+        return _failed(queued, device, exc, started, failure="executor")
+    try:
         model = _load(queued, device)
-        dataset = _dataset(queued)
-        train = _training_split(dataset, queued) if plugin_cls.needs_training_data and dataset else None
+        dataset = _dataset(queued.dataset_spec, queued.dataset_id, queued)
+        train = _train(queued, dataset) if plugin_cls.needs_training_data else None
         torch.manual_seed(queued.seed)
         run = _run_row(queued, device, started)
+        run.train_dataset_id = train.id if train is not None else None
         ctx = RunContext(run=run, model=model, dataset=dataset, train=train,
                          params=plugin_cls.Params.model_validate(queued.params), device=device,
                          seed=queued.seed, progress=progress or (lambda done, total: None))
@@ -104,7 +111,7 @@ def _execute(queued: QueuedRun, device: str, progress: Progress | None, started:
         with threadpool_limits(limits=1, user_api="blas"):
             plugin.run(ctx)
     except Exception as exc:
-        return _failed(queued, device, exc, started)
+        return _failed(queued, device, exc, started, failure="run")
     run.status = "succeeded"
     _finish(run, clock, device, peak)
     bundle = ctx.bundle
@@ -116,7 +123,7 @@ def _execute(queued: QueuedRun, device: str, progress: Progress | None, started:
 def _run_row(queued: QueuedRun, device: str, started: datetime | None) -> Run:
     return Run(
         id=queued.run_id, model_id=queued.model_id, dataset_id=queued.dataset_id,
-        analysis_id=queued.analysis_id, params=queued.params, params_hash=params_hash(queued.params),
+        train_dataset_id=queued.train_dataset_id, analysis_id=queued.analysis_id, params=queued.params, params_hash=params_hash(queued.params),
         seed=queued.seed, status="failed", device=device_name(device),
         environment={**environment(), "attempt": queued.attempt, "run_key": queued.run_key,
                      "submission_id": queued.submission_id},
@@ -127,12 +134,16 @@ def _run_row(queued: QueuedRun, device: str, started: datetime | None) -> Run:
 def failed_bundle(queued: QueuedRun, device: str, exc: BaseException,
                   started: datetime | None = None) -> ResultBundle:
     """The bundle of a run that failed outside its analysis: its worker died before it could
-    report, or the catalogue refused the bundle it made."""
-    return _failed(queued, device, exc, started)
+    report, or the catalogue refused the bundle it made (planned again on resubmission)."""
+    return _failed(queued, device, exc, started, failure="executor")
 
 
-def _failed(queued: QueuedRun, device: str, exc: BaseException, started: datetime | None) -> ResultBundle:
+def _failed(queued: QueuedRun, device: str, exc: BaseException, started: datetime | None, *,
+            failure: str) -> ResultBundle:
+    """A failed run; ``failure`` is ``run`` when the run itself raised (the same inputs and code
+    fail again, so resubmitting does not plan it again without --retry-failed), else ``executor``."""
     run = _run_row(queued, device, started)
+    run.environment["failure"] = failure
     run.error = f"{type(exc).__name__}: {exc}"
     run.traceback = "".join(traceback.format_exception(exc))
     run.finished_at = datetime.now(UTC).replace(tzinfo=None)
@@ -237,18 +248,23 @@ def _reopen(queued: QueuedRun) -> ModelHandle:
     return handle
 
 
-def _dataset(queued: QueuedRun) -> DatasetHandle | None:
-    if queued.dataset_spec is None:
+def _dataset(spec: dict | None, dataset_id: str | None, queued: QueuedRun) -> DatasetHandle | None:
+    """The dataset a queued run names, read again from its resolved spec and checked against its id."""
+    if spec is None:
         return None
-    if queued.dataset_id not in _DATASETS:
-        handle = resolve_dataset(DatasetSpec.model_validate(queued.dataset_spec), queued.model_spec["task"])
-        if handle.id != queued.dataset_id:
+    if dataset_id not in _DATASETS:
+        handle = resolve_dataset(DatasetSpec.model_validate(spec), queued.model_spec["task"])
+        if handle.id != dataset_id:
             raise ValueError(f"the dataset {handle.entity.source_uri} changed since the run was queued")
-        _DATASETS.clear()
+        if len(_DATASETS) >= 2:  # keep the last dataset and training data in memory
+            _DATASETS.pop(next(iter(_DATASETS)))
         _DATASETS[handle.id] = handle
-    return _DATASETS[queued.dataset_id]
+    return _DATASETS[dataset_id]
 
 
-def _training_split(dataset: DatasetHandle, queued: QueuedRun) -> DatasetHandle | None:
-    return training_split(dataset, queued.model_spec["task"])
-
+def _train(queued: QueuedRun, dataset: DatasetHandle | None) -> DatasetHandle | None:
+    """The training data of a retraining analysis: as planned (``dataset.train`` or an sklearn://
+    train split); a run queued by an earlier modelsci takes its sklearn:// train split."""
+    if queued.train_spec is not None:
+        return _dataset(queued.train_spec, queued.train_dataset_id, queued)
+    return training_split(dataset, queued.model_spec["task"]) if dataset is not None else None

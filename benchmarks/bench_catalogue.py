@@ -120,9 +120,10 @@ def bench_commit(n_findings: int, per_bundle: int, workdir: Path) -> dict[str, f
         commit_id = f"sha256:{seq:064d}"
         stamp = {"commit_id": commit_id, "commit_seq": seq}
         key_ids = t["findings"].column("key_id").to_pylist()
+        replication_keys = t["findings"].column("replication_key").to_pylist()
         # (named unlike the catalogue's views: a table or view of the name would be read instead)
         landing_findings = _stamped(t["findings"], stamp).append_column(  # noqa: F841 - read by the SQL
-            "key_bits", pa.array([key_bits(k) for k in key_ids], pa.int64()))
+            "key_bits", pa.array([key_bits(k) for k in replication_keys], pa.int64()))
         landing_runs = _stamped(t["runs"], stamp)  # noqa: F841 - read by the SQL
         con.execute("BEGIN")
         con.execute("INSERT INTO store.findings BY NAME SELECT * FROM landing_findings")
@@ -173,11 +174,14 @@ def build_big(path: Path, n: int) -> str:
         SELECT 'sha256:m' || lpad(i::VARCHAR, 6, '0'), 'bench://' || i, '[]', '{{}}', 'sha256:c1', 1
         FROM range({models}) t(i)""")
     # a tenth of the keys have two versions: version 1 superseded, version 2 current
-    con.execute(f"""INSERT INTO store.findings
+    con.execute(f"""INSERT INTO store.findings BY NAME
         SELECT 'sha256:f' || m || '-' || k || '-' || v AS id, 'sha256:' || sha256(m || '-' || k) AS key_id,
-               'sha256:m' || lpad(m::VARCHAR, 6, '0') AS model_id, NULL, 'bench.importance@1',
-               'bench.importance', 'sha256:p', 'importance', 'feature ' || k, 'run', 'bench',
-               random(), NULL, NULL, 100, NULL, false, '{{}}', v AS version, 'sha256:c1', 1,
+               'sha256:' || sha256(m || '-' || k) AS replication_key, 0 AS seed,
+               'sha256:m' || lpad(m::VARCHAR, 6, '0') AS model_id, NULL AS dataset_id,
+               'bench.importance@1' AS analysis_id, 'bench.importance' AS analysis_name, 'sha256:p' AS params_hash,
+               'importance' AS kind, 'feature ' || k AS subject, 'run' AS run_id, 'bench' AS statement,
+               random() AS value, 100 AS n, false AS exact, '{{}}' AS metrics, v AS version,
+               'sha256:c1' AS commit_id, 1 AS commit_seq,
                CASE WHEN v = 1 AND k % 10 = 0 THEN 1 END AS superseded_seq, {KEY_BITS_SQL} AS key_bits
         FROM range({models}) a(m), range({per_model}) b(k), range(1, 3) c(v)
         WHERE v = 1 OR k % 10 = 0

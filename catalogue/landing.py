@@ -27,14 +27,14 @@ from pydantic import ValidationError
 
 from modelsci.catalogue.schema import TABLES, ColumnSpec, TableSpec, key_bits, set_by_catalogue
 from modelsci.catalogue.store_memo import MEMO_TABLES, StoreMemo
-from modelsci.catalogue.versioning import stored_versions, version_findings
-from modelsci.schemas.bundle import BundleArtifact, ResultBundle, finding_key
+from modelsci.catalogue.versioning import stored_findings, version_findings
+from modelsci.schemas.bundle import BundleArtifact, ResultBundle, finding_key, replication_key
 from modelsci.schemas.entities import Commit
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import canonical_json, content_id
 
 __all__ = ["REFERENCES", "ArtifactWriteError", "BundleError", "CommitInfo", "artifact_id", "bundle_tables",
-           "commit_id", "fsync_dir", "land", "write_artifacts"]
+           "commit_id", "fsync_dir", "land", "land_in_transaction", "write_artifacts"]
 
 class ArtifactWriteError(ModelsciError, OSError):
     """An artifact file could not be written (a full disk, say); nothing was committed."""
@@ -110,6 +110,13 @@ def land(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: Comm
     return commit
 
 
+def land_in_transaction(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo) -> Commit | None:
+    """Add a bundle's rows inside the caller's transaction, leaving the queue alone: how
+    ``upgrade`` replays a catalogue's history, all of it in one transaction."""
+    landed = _land_rows(con, tables, info, None, touch_queue=False)
+    return None if landed is None else landed[0]
+
+
 def bundle_tables(bundle: ResultBundle) -> dict[str, pa.Table]:
     """The bundle as one Arrow table per entity, checked against the schema."""
     _check_artifacts(bundle)
@@ -164,14 +171,23 @@ def _check_artifacts(bundle: ResultBundle) -> None:
 
 
 def _check_finding_keys(bundle: ResultBundle) -> None:
-    """Each finding's key_id is the hash of its key fields (hashed again only where the fields
-    are not as ``add_finding`` hashed them)."""
+    """Each finding's key_id and replication_key are the hashes of its key fields (hashed again
+    only where the fields are not as ``add_finding`` hashed them), and its seed is its run's."""
+    seeds = {r.id: r.seed for r in bundle.runs}
     for f in bundle.findings:
-        if not bundle.key_unchanged(f):
-            expected = finding_key(f.model_id, f.dataset_id, f.analysis_name, f.params_hash, f.kind, f.subject)
-            if f.key_id != expected:
-                raise BundleError(f"finding {f.id}: key_id {f.key_id} does not match its key fields "
-                                  f"(expected {expected}); make findings with ResultBundle.add_finding")
+        if f.run_id in seeds and f.seed != seeds[f.run_id]:
+            raise BundleError(f"finding {f.id}: seed {f.seed!r} is not its run's seed {seeds[f.run_id]!r}")
+        if bundle.key_unchanged(f):
+            continue
+        fields = (f.model_id, f.dataset_id, f.analysis_name, f.params_hash, f.kind, f.subject)
+        expected = finding_key(*fields, seed=f.seed)
+        if f.key_id != expected:
+            raise BundleError(f"finding {f.id}: key_id {f.key_id} does not match its key fields "
+                              f"(expected {expected}); make findings with ResultBundle.add_finding")
+        expected = replication_key(*fields)
+        if f.replication_key != expected:
+            raise BundleError(f"finding {f.id}: replication_key {f.replication_key} does not match its key "
+                              f"fields (expected {expected}); make findings with ResultBundle.add_finding")
 
 
 def _check_findings(findings: pa.Table) -> None:
@@ -189,7 +205,7 @@ def _check_findings(findings: pa.Table) -> None:
         if first.setdefault(key, finding_id) != finding_id:  # the same finding twice is allowed
             kind, subject = findings.column("kind")[row].as_py(), findings.column("subject")[row].as_py()
             raise BundleError(f"findings {first[key]} and {finding_id} share one key (model, dataset, "
-                              f"analysis, params, kind={kind!r}, subject={subject!r}) in one bundle")
+                              f"analysis, params, seed, kind={kind!r}, subject={subject!r}) in one bundle")
 
 
 def _to_arrow(spec: TableSpec, rows: list[Any]) -> pa.Table:
@@ -275,6 +291,7 @@ def _label(row: Any) -> str:
 # (table, column, referenced entity): every reference a bundle row makes.
 REFERENCES = [
     ("runs", "model_id", "models"), ("runs", "dataset_id", "datasets"), ("runs", "analysis_id", "analyses"),
+    ("runs", "train_dataset_id", "datasets"), ("runs", "verifies_run_id", "runs"),
     ("findings", "model_id", "models"), ("findings", "dataset_id", "datasets"),
     ("findings", "analysis_id", "analyses"), ("findings", "run_id", "runs"),
     ("finding_links", "src_id", "findings"), ("finding_links", "dst_id", "findings"),
@@ -285,7 +302,7 @@ _DIGEST_ORDER = ("models", "datasets", "analyses", "runs", "findings", "finding_
 
 
 def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info: CommitInfo,
-               memo: StoreMemo | None) -> tuple[Commit, dict[str, pa.Table]] | None:
+               memo: StoreMemo | None, *, touch_queue: bool = True) -> tuple[Commit, dict[str, pa.Table]] | None:
     """Stage the bundle against what the store holds, in Python, then insert only what is new;
     the commit and the new rows of each table, or None when nothing is new.
 
@@ -300,13 +317,13 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
     if store.has_commit:
         return None  # an import of a commit we already hold
     seq, parent = (store.head[0] + 1, store.head[1]) if store.head else (1, None)
-    versions = stored_versions(con, tables["findings"], store.key_hits)
+    stored = stored_findings(con, tables["findings"], store.key_hits)
     held = store.ids
-    held["findings"].update((v.id, None) for vs in versions.values() for v in vs)
+    held["findings"].update((f.id, None) for fs in stored.values() for f in fs)
     _check_references(tables, own, held)
 
     new = {name: _without(tables[name], held[name]) for name in ("models", "datasets", "analyses", "runs", "artifacts")}
-    new["findings"], links = version_findings(tables, versions, held["analyses"])
+    new["findings"], links = version_findings(tables, stored, held["analyses"], _verifying(con, tables, own))
     new["finding_links"] = _new_links(con, tables["finding_links"], links)
     if not any(t.num_rows for t in new.values()):
         return None
@@ -315,7 +332,7 @@ def _land_rows(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], info
     landed_id = info.id or commit_id(parent, created_at, info.author, info.message, new)
     for name in _DIGEST_ORDER:
         _insert(con, name, new[name], landed_id, seq)
-    if held["queue"]:
+    if held["queue"] and touch_queue:
         # A landed run leaves the queue in the same transaction: never both queued and landed.
         landing_runs = tables["runs"].select(["id", "status", "error"])  # noqa: F841 - read by the SQL
         con.execute("UPDATE store.queue SET status = r.status, error = r.error, finished_at = ? "
@@ -367,13 +384,28 @@ def _without(table: pa.Table, ids: set[str] | dict[str, Any]) -> pa.Table:
 
 
 def _as_first_versions(findings: pa.Table) -> pa.Table:
-    """Findings as they land when their keys are new: with ``key_bits``, version 1, no previous
-    version (``version_findings`` renumbers those whose keys have versions)."""
-    bits = pa.array([key_bits(k) for k in findings.column("key_id").to_pylist()], pa.int64())
+    """Findings as they land when their keys are new: with ``key_bits`` (of the replication key),
+    version 1, no previous version, not a verification (``version_findings`` changes those whose
+    keys have versions or other seeds, and a verification run's)."""
+    bits = pa.array([key_bits(k) for k in findings.column("replication_key").to_pylist()], pa.int64())
     ones = pa.array([1] * findings.num_rows, pa.int64())
     findings = findings.set_column(findings.schema.get_field_index("version"), "version", ones)
     return findings.append_column("key_bits", bits).append_column(
+        "verification", pa.repeat(pa.scalar(False), findings.num_rows)).append_column(
         "previous_id", pa.nulls(findings.num_rows, pa.string()))
+
+
+def _verifying(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], own: dict[str, set[str]]) -> dict[str, str]:
+    """The verification runs among the runs of the bundle's findings: run id -> the run it verifies."""
+    runs = tables["runs"]
+    verifying = {r: v for r, v in zip(runs.column("id").to_pylist(), runs.column("verifies_run_id").to_pylist())
+                 if v is not None}
+    outside = _distinct(tables["findings"], "run_id") - own["runs"]  # findings of a run landed before: rare
+    if outside:
+        condition, values = _in("id", outside)
+        verifying.update(con.execute(f"SELECT id, verifies_run_id FROM store.runs WHERE {condition} "
+                                     "AND verifies_run_id IS NOT NULL", values).fetchall())
+    return verifying
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,16 @@
 
 Rows live in the schema ``store`` and are never deleted or rewritten: each carries the
 sequence number of the commit that added it (``commit_seq``), and a finding also records the
-commit that superseded it (``superseded_seq``) and 60 bits of its key as a number
-(``key_bits``) for the version lookup of every commit. The public names (``models``, ``findings``,
-``findings_current``, ...) are views over ``store`` that a reader queries; the same view
-definitions, cut off at a commit's sequence number, answer ``--as-of`` queries.
+commit that superseded it (``superseded_seq``), whether a verification run made it
+(``verification``), and 60 bits of its replication key as a number (``key_bits``), on which
+each commit finds the versions and the other seeds of its findings. The public names
+(``models``, ``findings``, ``findings_current``, ``findings_summary``, ...) are views over
+``store`` that a reader queries; the same view definitions, cut off at a commit's sequence
+number, answer ``--as-of`` queries.
+
+``store.meta`` records ``schema_version`` (the tables' columns) and ``id_format`` (how ids are
+computed; a catalogue without it is of format 1). A catalogue of an older id format is refused
+until ``modelsci upgrade`` (``catalogue.upgrade``) recomputes its ids.
 """
 
 from __future__ import annotations
@@ -20,11 +26,21 @@ from sqlmodel import SQLModel
 
 from modelsci.catalogue.queue import QUEUE_DDL
 from modelsci.schemas.entities import ENTITIES
+from modelsci.schemas.errors import ModelsciError
 
-__all__ = ["KEY_BITS_SQL", "SCHEMA_VERSION", "TABLES", "VIEWS", "TableSpec", "create_schema", "create_views",
-           "key_bits", "set_by_catalogue", "upgrade_store"]
+__all__ = ["ID_FORMAT", "KEY_BITS_SQL", "SCHEMA_VERSION", "SUMMARY_COLUMNS", "TABLES", "VIEWS", "OldFormatError",
+           "TableSpec", "create_schema", "create_tables", "create_views", "id_format", "key_bits",
+           "require_current_format", "set_by_catalogue", "upgrade_store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The tables' columns: 2 added ``findings.seed``, ``findings.replication_key``, ``runs.train_dataset_id``
+and ``runs.verifies_run_id``."""
+ID_FORMAT = 2
+"""How ids are computed: 2 put the seed into finding keys (and so into finding, artifact and commit ids)."""
+
+
+class OldFormatError(ModelsciError, RuntimeError):
+    """A catalogue whose ids are of another format than this modelsci computes."""
 
 _SQL_TYPES = {
     "AutoString": "VARCHAR", "String": "VARCHAR", "Enum": "VARCHAR", "Integer": "BIGINT",
@@ -74,7 +90,7 @@ class TableSpec:
             return []
         extra = ["commit_seq BIGINT NOT NULL"]
         if self.name == "findings":
-            extra += ["superseded_seq BIGINT", "key_bits BIGINT"]
+            extra += ["superseded_seq BIGINT", "key_bits BIGINT", "verification BOOLEAN NOT NULL DEFAULT false"]
         return extra
 
 
@@ -103,8 +119,44 @@ def _table_spec(entity: type[SQLModel]) -> TableSpec:
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in map(_table_spec, ENTITIES)}
 
 VIEWS: dict[str, str] = {
-    "findings_current": "The current version of every finding key: `findings` where `status` is `current`.",
+    "findings_current": "The current version of every finding key (one per seed): `findings` where `status` is "
+                        "`current`; verification runs' findings are never current.",
+    "findings_summary": "One row per replication key (a finding key without the seed) over the current findings: "
+                        "the seeds' values summarised. The first seed is the lowest one with a current finding; "
+                        "each other seed's finding is judged against it (`replicates` or `contradicts`). This is "
+                        "what `modelsci findings` and the site show by default.",
 }
+
+SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("replication_key", "VARCHAR", "The replication key that the summarised findings share."),
+    ("model_id", "VARCHAR", "Model instance."),
+    ("dataset_id", "VARCHAR", "Dataset."),
+    ("analysis_name", "VARCHAR", "Analysis name."),
+    ("params_hash", "VARCHAR", "Hash of the parameters."),
+    ("kind", "VARCHAR", "Kind of finding."),
+    ("subject", "VARCHAR", "What within the model it is about."),
+    ("unit", "VARCHAR", "Unit of the value (the first seed's)."),
+    ("n_seeds", "BIGINT", "Seeds with a current finding."),
+    ("seeds", "BIGINT[]", "Those seeds, ascending."),
+    ("mean", "DOUBLE", "Mean of the seeds' values (nulls left out)."),
+    ("std", "DOUBLE", "Sample standard deviation of the seeds' values; null for one value."),
+    ("min", "DOUBLE", "Smallest of the seeds' values."),
+    ("max", "DOUBLE", "Largest of the seeds' values."),
+    ("ci_low", "DOUBLE", "Lower end of the 95% interval: with several values the t-interval of their mean "
+                         "(mean - t(0.975, n-1) std / sqrt(n)), with one seed that finding's own CI."),
+    ("ci_high", "DOUBLE", "Upper end of that interval."),
+    ("all_replicate", "BOOLEAN", "Whether every other seed's finding is linked `replicates` to the first seed's; "
+                                 "null with one seed or when a pair could not be judged (a null value)."),
+    ("first_id", "VARCHAR", "Id of the first (lowest) seed's finding."),
+    ("statement", "VARCHAR", "The first seed's statement."),
+)
+"""``findings_summary``'s columns: name, type, description."""
+
+# t(0.975, df) for df 1..30, beyond which the Cornish-Fisher expansion in z below is within 2e-6.
+_T_975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
+          2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
+          2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272)
+_Z_975 = 1.959963984540054
 
 
 def set_by_catalogue(table: str) -> set[str]:
@@ -117,36 +169,54 @@ def key_bits(key_id: str) -> int:
     return int(key_id[7:22], 16)
 
 
-KEY_BITS_SQL = "TRY_CAST('0x' || key_id[8:22] AS BIGINT)"
-"""``key_bits`` in SQL, over a findings row's ``key_id``."""
+KEY_BITS_SQL = "TRY_CAST('0x' || replication_key[8:22] AS BIGINT)"
+"""``key_bits`` in SQL, over a findings row's ``replication_key``."""
 
 
-def upgrade_store(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring a catalogue made by an earlier modelsci up to date: the queue, the findings' key_bits."""
+def id_format(con: duckdb.DuckDBPyConnection) -> int:
+    """The id format ``store.meta`` records; 1 for a catalogue made before it was recorded."""
+    rows = con.execute("SELECT value FROM store.meta WHERE key = 'id_format'").fetchall()
+    return int(rows[0][0]) if rows else 1
+
+
+def require_current_format(con: duckdb.DuckDBPyConnection, root: object) -> None:
+    """Refuse a catalogue whose ids this modelsci does not compute, saying what to do."""
+    found = id_format(con)
+    if found < ID_FORMAT:
+        raise OldFormatError(f"the catalogue {root} is of an older format (id format {found}; this modelsci "
+                             f"computes format {ID_FORMAT}, with the seed in finding keys): run `modelsci "
+                             f"--catalogue {root} upgrade` to recompute its ids in place, then try again")
+    if found > ID_FORMAT:
+        raise OldFormatError(f"the catalogue {root} is of id format {found}, newer than this modelsci's "
+                             f"{ID_FORMAT}: upgrade modelsci to read it")
+
+
+def upgrade_store(con: duckdb.DuckDBPyConnection, root: object) -> None:
+    """Before a writer's first commit: refuse an older id format, and create the queue if it is missing."""
+    require_current_format(con, root)
     con.execute(QUEUE_DDL)
-    has_bits = con.execute("SELECT count(*) FROM duckdb_columns() WHERE schema_name = 'store' "
-                           "AND table_name = 'findings' AND column_name = 'key_bits'").fetchone()[0]
-    if not has_bits:
-        con.execute("BEGIN")
-        con.execute("ALTER TABLE store.findings ADD COLUMN key_bits BIGINT")
-        con.execute(f"UPDATE store.findings SET key_bits = {KEY_BITS_SQL}")
-        con.execute("COMMIT")
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the store tables, the public views and the schema version, in one transaction."""
+    """Create the store tables, the public views and the versions, in one transaction."""
     con.execute("BEGIN")
     con.execute("CREATE SCHEMA store")
     con.execute("CREATE TABLE store.meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    con.execute("INSERT INTO store.meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    con.execute("INSERT INTO store.meta VALUES ('schema_version', ?), ('id_format', ?)",
+                [str(SCHEMA_VERSION), str(ID_FORMAT)])
+    create_tables(con)
+    con.execute(QUEUE_DDL)
+    create_views(con, as_of_seq=None, temporary=False)
+    con.execute("COMMIT")
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the store's entity tables (in the caller's transaction)."""
     for spec in TABLES.values():
         cols = [f'"{c.name}" {c.sql_type}{"" if c.nullable else " NOT NULL"}' for c in spec.columns]
         cols += spec.bookkeeping()
         cols.append(f"PRIMARY KEY ({', '.join(spec.primary_key)})")
         con.execute(f"CREATE TABLE store.{spec.name} ({', '.join(cols)})")
-    con.execute(QUEUE_DDL)
-    create_views(con, as_of_seq=None, temporary=False)
-    con.execute("COMMIT")
 
 
 def create_views(con: duckdb.DuckDBPyConnection, *, as_of_seq: int | None, temporary: bool) -> None:
@@ -168,9 +238,51 @@ def _view_selects(as_of_seq: int | None) -> dict[str, str]:
             superseded = "superseded_seq IS NOT NULL" + (
                 "" if as_of_seq is None else f" AND superseded_seq <= {int(as_of_seq)}")
             selects[spec.name] = (
-                f"SELECT {cols}, CASE WHEN {superseded} THEN 'superseded' ELSE 'current' END AS status "
-                f"FROM store.findings{upto}")
+                f"SELECT {cols}, CASE WHEN verification THEN 'verification' WHEN {superseded} THEN 'superseded' "
+                f"ELSE 'current' END AS status FROM store.findings{upto}")
         else:
             selects[spec.name] = f"SELECT {cols} FROM store.{spec.name}{upto}"
     selects["findings_current"] = "SELECT * FROM findings WHERE status = 'current'"
+    selects["findings_summary"] = _SUMMARY
     return selects
+
+
+def _t_975(df: str) -> str:
+    """t(0.975, df) in SQL: the table up to 30, the expansion beyond."""
+    z = _Z_975
+    expansion = (f"{z} + {z**3 + z} / (4 * {df}) + {5 * z**5 + 16 * z**3 + 3 * z} / (96 * {df} ^ 2) "
+                 f"+ {3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z} / (384 * {df} ^ 3)")
+    table = " ".join(f"WHEN {df} = {i} THEN {q}" for i, q in enumerate(_T_975, start=1))
+    return f"CASE {table} ELSE {expansion} END"
+
+
+# model_id rides along every grouping (a replication key fixes it) so that a filter on one model
+# reaches each part of the view: a query on one model then reads little of a published catalogue.
+_SUMMARY = f"""
+WITH cur AS (SELECT * FROM findings_current),
+firsts AS (SELECT replication_key, model_id, arg_min(id, seed) AS first_id, min(seed) AS first_seed
+           FROM cur GROUP BY replication_key, model_id),
+judged AS (
+    SELECT c.replication_key, c.model_id, count(*) AS n_later, count(l.relation) AS n_judged,
+           bool_and(l.relation = 'replicates') AS replicate
+    FROM cur c JOIN firsts f ON f.replication_key = c.replication_key AND f.model_id = c.model_id
+         AND c.seed <> f.first_seed
+    LEFT JOIN finding_links l ON l.src_id = c.id AND l.dst_id = f.first_id
+         AND l.relation IN ('replicates', 'contradicts')
+    GROUP BY c.replication_key, c.model_id),
+agg AS (
+    SELECT replication_key, model_id, dataset_id, analysis_name, params_hash, kind, subject,
+           arg_min_null(unit, seed) AS unit, count(*) AS n_seeds, list(seed ORDER BY seed) AS seeds,
+           count(value) AS n_values, avg(value) AS mean, stddev_samp(value) AS std, min(value) AS min,
+           max(value) AS max, arg_min_null(ci_low, seed) AS first_ci_low, arg_min_null(ci_high, seed) AS first_ci_high,
+           arg_min(id, seed) AS first_id, arg_min(statement, seed) AS statement
+    FROM cur GROUP BY replication_key, model_id, dataset_id, analysis_name, params_hash, kind, subject)
+SELECT a.replication_key, a.model_id, a.dataset_id, a.analysis_name, a.params_hash, a.kind, a.subject, a.unit,
+       a.n_seeds, a.seeds, a.mean, a.std, a.min, a.max,
+       CASE WHEN a.n_values > 1 THEN a.mean - ({_t_975("(a.n_values - 1)")}) * a.std / sqrt(a.n_values)
+            WHEN a.n_seeds = 1 THEN a.first_ci_low END AS ci_low,
+       CASE WHEN a.n_values > 1 THEN a.mean + ({_t_975("(a.n_values - 1)")}) * a.std / sqrt(a.n_values)
+            WHEN a.n_seeds = 1 THEN a.first_ci_high END AS ci_high,
+       CASE WHEN a.n_seeds > 1 AND j.n_judged = j.n_later THEN j.replicate END AS all_replicate,
+       a.first_id, a.statement
+FROM agg a LEFT JOIN judged j ON j.replication_key = a.replication_key AND j.model_id = a.model_id"""

@@ -23,7 +23,7 @@ from modelsci.catalogue.connection import connect, lock_timeout
 from modelsci.catalogue.landing import CommitInfo, bundle_tables, land, write_artifacts
 from modelsci.catalogue.queue import claim, enqueue, release
 from modelsci.catalogue.readonly import ReaderLimits, check_read_only, lock_down, run_bounded
-from modelsci.catalogue.schema import create_schema, create_views, upgrade_store
+from modelsci.catalogue.schema import create_schema, create_views, require_current_format, upgrade_store
 from modelsci.catalogue.spool import Spool
 from modelsci.catalogue.store_memo import StoreMemo
 from modelsci.schemas.bundle import ResultBundle
@@ -68,7 +68,8 @@ class Catalogue:
         self.read_timeout = read_timeout if read_timeout is not None else lock_timeout(60.0)
         self._held: duckdb.DuckDBPyConnection | None = None  # the connection ``writing`` holds
         self._memo: StoreMemo | None = None  # what ``writing`` knows of the store it holds
-        self._upgraded = False
+        self._upgraded = False  # the writer checked the id format and the queue
+        self._format_checked = False  # a reader checked the id format
         if not self.db_path.exists():
             if not create:
                 raise NoCatalogueError(f"{self.root} holds no modelsci catalogue (no {DB_NAME}); "
@@ -166,7 +167,7 @@ class Catalogue:
             # for each of them (a commit of 1,000 findings took 15% less time on 2 cores).
             con.execute("SET threads = 1")
             if not self._upgraded:
-                upgrade_store(con)
+                upgrade_store(con, self.root)
                 self._upgraded = True
             yield con
         finally:
@@ -181,6 +182,9 @@ class Catalogue:
             raise RuntimeError("this catalogue is held for writing (inside `writing()`); read after the block ends")
         con = connect(self.db_path, read_only=True, timeout=self.read_timeout)
         try:
+            if not self._format_checked:  # ids of another format would answer wrongly, not fail
+                require_current_format(con, self.root)
+                self._format_checked = True
             if as_of is not None:
                 create_views(con, as_of_seq=_resolve_commit(con, as_of), temporary=True)
             yield con
@@ -208,13 +212,15 @@ class Catalogue:
         with self.reader(as_of) as con:
             return con.sql(query, params=params or None).to_arrow_table()
 
-    def findings(self, *, model: str | None = None, analysis: str | None = None,
-                 all_versions: bool = False, contradicted: bool = False,
-                 as_of: str | None = None) -> pa.Table:
-        """Current findings (or every version), filtered by model id prefix and analysis name.
+    def findings(self, *, model: str | None = None, analysis: str | None = None, seeds: bool = False,
+                 all_versions: bool = False, contradicted: bool = False, as_of: str | None = None) -> pa.Table:
+        """The findings summary (``findings_summary``: one row per replication key, the seeds'
+        values summarised), filtered by model id prefix and analysis name.
 
-        With ``contradicted``, the findings that contradict an earlier version of themselves,
-        beside the value they contradict.
+        With ``seeds``, each seed's current finding instead; with ``all_versions``, every finding
+        (superseded versions and verification runs' findings too); with ``contradicted``, the
+        findings linked ``contradicts`` to another (an earlier version, the first seed, or the
+        original a verification re-ran), beside the value they contradict.
         """
         where, params = [], []
         if model:
@@ -223,36 +229,62 @@ class Catalogue:
         if analysis:
             where.append("f.analysis_name = ?")
             params.append(analysis)
+        order = "f.model_id, f.analysis_id, f.kind, f.subject, f.seed, f.version"
         if contradicted:
             source = ("findings f JOIN finding_links l ON l.src_id = f.id AND l.relation = 'contradicts' "
                       "JOIN findings p ON p.id = l.dst_id")
-            cols = ("f.id, f.kind, f.subject, f.model_id, f.analysis_id, f.version, f.status, f.value, "
-                    "f.ci_low, f.ci_high, p.id AS contradicts_id, p.version AS contradicts_version, "
+            cols = ("f.id, f.kind, f.subject, f.model_id, f.analysis_id, f.seed, f.version, f.status, f.value, "
+                    "f.ci_low, f.ci_high, json_extract_string(l.evidence, '$.between') AS between, "
+                    "p.id AS contradicts_id, p.seed AS contradicts_seed, p.version AS contradicts_version, "
                     "p.value AS contradicts_value, p.ci_low AS contradicts_ci_low, "
                     "p.ci_high AS contradicts_ci_high, f.value - p.value AS difference, f.statement")
-        else:
+        elif seeds or all_versions:
             source = "findings f" if all_versions else "findings_current f"
-            cols = ("f.id, f.kind, f.subject, f.model_id, f.analysis_id, f.version, f.status, f.value, "
+            cols = ("f.id, f.kind, f.subject, f.model_id, f.analysis_id, f.seed, f.version, f.status, f.value, "
                     "f.ci_low, f.ci_high, f.n, f.unit, f.statement")
+        else:
+            source = "findings_summary f"
+            cols = ("f.replication_key, f.kind, f.subject, f.model_id, f.analysis_name, f.n_seeds, f.mean, "
+                    "f.ci_low, f.ci_high, f.min, f.max, f.all_replicate, f.unit, f.statement")
+            order = "f.model_id, f.analysis_name, f.kind, f.subject"
         sql = f"SELECT {cols} FROM {source}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY f.model_id, f.analysis_id, f.kind, f.subject, f.version"
+        sql += f" ORDER BY {order}"
         return self.query(sql, params, as_of=as_of)
 
+    def verification(self, run_id: str, *, as_of: str | None = None) -> pa.Table:
+        """What a verification run showed: each finding of the run it verified, beside the
+        verification run's finding of the same key and the judgment linking them (null where the
+        re-run made no such finding, or either value is null)."""
+        return self.query("""
+            WITH v AS (SELECT * FROM findings WHERE run_id = $run),
+                 o AS (SELECT f.* FROM findings f JOIN runs r ON r.verifies_run_id = f.run_id WHERE r.id = $run)
+            SELECT coalesce(o.kind, v.kind) AS kind, coalesce(o.subject, v.subject) AS subject,
+                   o.id AS original_id, o.value AS original_value, o.ci_low AS original_ci_low,
+                   o.ci_high AS original_ci_high, v.id AS verification_id, v.value, v.ci_low, v.ci_high,
+                   l.relation, l.evidence
+            FROM o FULL JOIN v ON v.key_id = o.key_id
+            LEFT JOIN finding_links l ON l.src_id = v.id AND l.dst_id = o.id
+                 AND l.relation IN ('replicates', 'contradicts')
+            ORDER BY kind, subject""", {"run": run_id}, as_of=as_of)
+
     def history(self, key_or_id: str, *, as_of: str | None = None) -> pa.Table:
-        """Every version of one finding key (given the key or any version's id), oldest first."""
+        """Every version of one finding key (given the key or any version's id), oldest first, then
+        the verification runs' findings of the key; each with its judgment against the version
+        before it (or the verified original)."""
         ref = _id_prefix(key_or_id)
         return self.query("""
             WITH k AS (SELECT DISTINCT key_id FROM findings
                        WHERE starts_with(key_id, $ref) OR starts_with(id, $ref))
-            SELECT f.version, f.status, f.id, f.value, f.ci_low, f.ci_high, f.run_id, f.analysis_id,
+            SELECT f.version, f.status, f.seed, f.id, f.value, f.ci_low, f.ci_high, f.run_id, f.analysis_id,
                    c.seq AS commit_seq, f.commit_id, c.created_at,
                    (SELECT string_agg(l.relation, ',' ORDER BY l.relation) FROM finding_links l
+                    JOIN findings d ON d.id = l.dst_id AND d.key_id = f.key_id  -- not the other seeds'
                     WHERE l.src_id = f.id AND l.relation IN ('replicates', 'contradicts')) AS judgment,
                    f.statement, f.key_id
             FROM findings f JOIN k USING (key_id) JOIN commits c ON c.id = f.commit_id
-            ORDER BY f.key_id, f.version""", {"ref": ref}, as_of=as_of)
+            ORDER BY f.key_id, f.version NULLS LAST, c.seq""", {"ref": ref}, as_of=as_of)
 
     def show(self, ref: str, *, as_of: str | None = None) -> dict[str, Any]:
         """The row with this id (or unique id prefix) in whichever table holds it, with its links."""

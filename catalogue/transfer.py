@@ -2,7 +2,7 @@
 
 An export is a folder holding these files and no others that an import reads:
 
-- ``manifest.json``: ``{"format": "modelsci-export", "schema_version": 1, "exported_at": ...,
+- ``manifest.json``: ``{"format": "modelsci-export", "schema_version": 2, "id_format": 2, "exported_at": ...,
   "catalogue_commit": {"id", "seq"} or null, "tables": {name: {"path": "tables/<name>.parquet",
   "rows": n, "sha256": hex}}, "artifacts": {"files": n, "bytes": n}}``;
 - ``tables/<name>.parquet`` for every table of ``EXPORTED``, as the catalogue's views show it;
@@ -17,11 +17,13 @@ An import trusts nothing in the folder. Before it writes anything, it
 
 1. reads each file through ``schemas.untrusted_files`` (a regular file, within its size limit,
    no link leaving the folder), at exactly the paths above: a manifest naming another is refused;
-2. checks the manifest's format and schema version, each table file's sha256 and row count,
-   and each table's columns and types;
+2. checks the manifest's format, schema version and id format (an export of an older format
+   is refused as such: its ids are computed otherwise, so they cannot be checked here), each
+   table file's sha256 and row count, and each table's columns and types;
 3. recomputes every id that an export holds the content of, with the functions that made it:
-   findings (``finding_key``, ``finding_id``), runs (``params_hash``; ``run_key`` and ``run_id``
-   when the run records its key and attempt, as planned runs do), analyses (``name@version``),
+   findings (``finding_key``, ``replication_key``, ``finding_id``; the seed must be the run's),
+   runs (``params_hash``; ``run_key`` and ``run_id`` when the run records its key and attempt,
+   as planned runs do, ``verification_run_key`` for a verification run), analyses (``name@version``),
    artifacts (``artifact_id``; the path must be ``artifacts/<sha256>.parquet``) and commits
    (``commit_id``, after their chain of parents and their row counts);
 4. checks that each reference names a row of the same or an earlier commit, or of the catalogue;
@@ -67,9 +69,19 @@ from modelsci.catalogue.landing import (
     commit_id,
     write_artifacts,
 )
-from modelsci.catalogue.schema import SCHEMA_VERSION, TABLES, set_by_catalogue
+from modelsci.catalogue.schema import ID_FORMAT, SCHEMA_VERSION, TABLES, set_by_catalogue
 from modelsci.catalogue.store import Catalogue
-from modelsci.schemas.bundle import BundleArtifact, ResultBundle, finding_id, finding_key, params_hash, run_id, run_key
+from modelsci.schemas.bundle import (
+    BundleArtifact,
+    ResultBundle,
+    finding_id,
+    finding_key,
+    params_hash,
+    replication_key,
+    run_id,
+    run_key,
+    verification_run_key,
+)
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import sha256_file
 from modelsci.schemas.untrusted_files import RefusedFileError, limit, open_regular, read_text
@@ -91,7 +103,8 @@ _COVERED: dict[str, tuple[str, ...]] = {
     "models": ("parameter_count",),  # the id hashes the tensors; their count follows from them
     "datasets": ("split", "row_limit", "rows"),  # the id hashes the rows as used, split and limit
     "analyses": ("name", "version"),
-    "runs": ("model_id", "dataset_id", "analysis_id", "params", "params_hash", "seed"),
+    "runs": ("model_id", "dataset_id", "train_dataset_id", "analysis_id", "params", "params_hash", "seed",
+             "verifies_run_id"),
     "findings": tuple(c for c in TABLES["findings"].column_names if c not in ("version", "commit_id")),
     "artifacts": tuple(c for c in TABLES["artifacts"].column_names if c != "commit_id"),
     "finding_links": ("src_id", "dst_id", "relation"),
@@ -111,7 +124,7 @@ def export(cat: Catalogue, out: str | Path, *, as_of: str | None = None) -> dict
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "artifacts").mkdir(exist_ok=True)
     manifest: dict[str, Any] = {
-        "format": FORMAT, "schema_version": SCHEMA_VERSION,
+        "format": FORMAT, "schema_version": SCHEMA_VERSION, "id_format": ID_FORMAT,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"), "tables": {},
     }
     with cat.reader(as_of) as con:
@@ -233,14 +246,7 @@ def _manifest(src: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else manifest
         raise ExportError(f"{path}: format {found!r} is not {FORMAT!r}; this is not a modelsci export")
-    version = manifest.get("schema_version")
-    if type(version) is not int:
-        raise ExportError(f"{path}: schema_version {version!r} is not a whole number")
-    if version > SCHEMA_VERSION:
-        raise ExportError(f"{path}: schema version {version} is newer than this modelsci's {SCHEMA_VERSION}; "
-                          "upgrade modelsci to import it")
-    if version != SCHEMA_VERSION:
-        raise ExportError(f"{path}: schema version {version} is not one this modelsci reads (only {SCHEMA_VERSION})")
+    _check_versions(path, manifest)
     listed = manifest.get("tables")
     if not isinstance(listed, dict):
         raise ExportError(f"{path} lists no tables")
@@ -260,6 +266,22 @@ def _manifest(src: Path) -> dict[str, Any]:
         if type(entry.get("rows")) is not int:
             raise ExportError(f"{path}: table {name}'s rows {_show(entry.get('rows'))} is not a whole number")
     return manifest
+
+
+def _check_versions(path: Path, manifest: dict[str, Any]) -> None:
+    """The export's schema version and id format are this modelsci's (format 1 wrote no id_format)."""
+    version, ids = manifest.get("schema_version"), manifest.get("id_format", 1)
+    for name, found in (("schema_version", version), ("id_format", ids)):
+        if type(found) is not int:
+            raise ExportError(f"{path}: {name} {found!r} is not a whole number")
+    if version > SCHEMA_VERSION or ids > ID_FORMAT:
+        raise ExportError(f"{path}: schema version {version}, id format {ids} is newer than this modelsci's "
+                          f"({SCHEMA_VERSION}, {ID_FORMAT}); upgrade modelsci to import it")
+    if version < SCHEMA_VERSION or ids < ID_FORMAT:
+        raise ExportError(f"{path}: an export of an older format (schema version {version}, id format {ids}; this "
+                          f"modelsci reads {SCHEMA_VERSION}, {ID_FORMAT}), whose ids it cannot check: run `modelsci "
+                          "upgrade` on the catalogue it came from and export again (or import it with the modelsci "
+                          "that made it into a catalogue of its own, then `modelsci upgrade` that catalogue)")
 
 
 def _read_export(src: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, pa.Table]]:
@@ -336,23 +358,29 @@ def _verify_ids(rows: dict[str, list[dict[str, Any]]]) -> None:
             raise ExportError(f"{_label('artifacts', a)}: its id does not match its finding, name and sha256")
         if files.setdefault(a["finding_id"], {}).setdefault(a["name"], a["sha256"]) != a["sha256"]:
             raise ExportError(f"{_label('artifacts', a)}: its finding has another artifact named {a['name']!r}")
-    for f in rows["findings"]:
-        _verify_finding(f, files.get(f["id"], {}))
     for r in rows["runs"]:
         _verify_run(r)
+    seeds = {r["id"]: r["seed"] for r in rows["runs"]}  # a run the catalogue holds: see _verify_references
+    for f in rows["findings"]:
+        _verify_finding(f, files.get(f["id"], {}), seeds)
     for a in rows["analyses"]:
         if a["id"] != f"{a['name']}@{a['version']}":
             raise ExportError(f"{_label('analyses', a)}: its id is not its name@version ({a['name']}@{a['version']})")
 
 
-def _verify_finding(f: dict[str, Any], artifacts: dict[str, str]) -> None:
+def _verify_finding(f: dict[str, Any], artifacts: dict[str, str], seeds: dict[str, int]) -> None:
     label = _label("findings", f)
     if f["analysis_id"].split("@", 1)[0] != f["analysis_name"]:
         raise ExportError(f"{label}: analysis_name {f['analysis_name']!r} is not the name of {f['analysis_id']!r}")
-    if f["key_id"] != finding_key(f["model_id"], f["dataset_id"], f["analysis_name"], f["params_hash"],
-                                  f["kind"], f["subject"]):
-        raise ExportError(f"{label}: its key_id does not match its model, dataset, analysis, params, kind "
+    fields = (f["model_id"], f["dataset_id"], f["analysis_name"], f["params_hash"], f["kind"], f["subject"])
+    if f["key_id"] != finding_key(*fields, seed=f["seed"]):
+        raise ExportError(f"{label}: its key_id does not match its model, dataset, analysis, params, seed, kind "
                           "and subject (edited?)")
+    if f["replication_key"] != replication_key(*fields):
+        raise ExportError(f"{label}: its replication_key does not match its model, dataset, analysis, params, kind "
+                          "and subject (edited?)")
+    if f["run_id"] in seeds and seeds[f["run_id"]] != f["seed"]:
+        raise ExportError(f"{label}: its seed {f['seed']} is not its run's {seeds[f['run_id']]} (edited?)")
     ci_given = f["ci_low"] is not None or f["ci_high"] is not None
     # A value stored as 1.0 may have been hashed as the integer 1: try the forms it can have had.
     for value, low, high in itertools.product(*map(_number_forms, (f["value"], f["ci_low"], f["ci_high"]))):
@@ -375,9 +403,14 @@ def _verify_run(r: dict[str, Any]) -> None:
     env = r["environment"] if isinstance(r["environment"], dict) else {}
     if "run_key" not in env and "attempt" not in env:
         return  # a run made outside the planner: its id is a name, not a hash of its content
-    key = run_key(r["model_id"], r["dataset_id"], r["analysis_id"], r["params_hash"], r["seed"])
+    if r["verifies_run_id"] is not None:
+        key, covers = verification_run_key(r["verifies_run_id"]), "the run it verifies"
+    else:
+        key = run_key(r["model_id"], r["dataset_id"], r["analysis_id"], r["params_hash"], r["seed"],
+                      r["train_dataset_id"])
+        covers = "its model, dataset, training data, analysis, params and seed"
     if env.get("run_key") != key:
-        raise ExportError(f"{label}: its run_key does not match its model, dataset, analysis, params and seed (edited?)")
+        raise ExportError(f"{label}: its run_key does not match {covers} (edited?)")
     if r["id"] != run_id(key, env.get("attempt")):
         raise ExportError(f"{label}: its id does not match its run key and attempt (edited?)")
 
@@ -434,6 +467,10 @@ def _verify_references(rows: dict[str, list[dict[str, Any]]], commits: list[dict
                        held: dict[str, dict[Any, dict[str, Any]]]) -> None:
     """Each reference names a row of the same or an earlier commit of the export, or of the catalogue."""
     seq = {c["id"]: c["seq"] for c in commits}
+    for f in rows["findings"]:
+        run = held["runs"].get(f["run_id"])
+        if run is not None and run["seed"] != f["seed"]:
+            raise ExportError(f"{_label('findings', f)}: its seed {f['seed']} is not its run's {run['seed']} (edited?)")
     landed_at = {name: {row["id"]: seq[row["commit_id"]] for row in rows[name]}
                  for name in ("models", "datasets", "analyses", "runs", "findings")}
     for table, column, target in REFERENCES:

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from modelsci.schemas.entities import Analysis, Dataset, Finding, FindingLink, ModelInstance, Run
 from modelsci.schemas.identity import canonical_json, content_id
 
-__all__ = ["BundleArtifact", "ResultBundle", "finding_id", "finding_key", "params_hash", "run_id", "run_key"]
+__all__ = ["BundleArtifact", "ResultBundle", "finding_id", "finding_key", "params_hash", "replication_key", "run_id",
+           "run_key", "verification_run_key"]
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -27,9 +28,20 @@ def params_hash(params: dict[str, Any]) -> str:
 
 
 def finding_key(
+    model_id: str, dataset_id: str | None, analysis_name: str, params_hash: str, kind: str, subject: str, *,
+    seed: int,
+) -> str:
+    """The key that all versions of one finding share: its replication key's fields and the run's seed."""
+    return content_id({
+        "analysis": analysis_name, "dataset": dataset_id, "kind": kind,
+        "model": model_id, "params": params_hash, "seed": seed, "subject": subject,
+    })
+
+
+def replication_key(
     model_id: str, dataset_id: str | None, analysis_name: str, params_hash: str, kind: str, subject: str
 ) -> str:
-    """The key that all versions of one finding share."""
+    """The key that the findings of every seed share (``finding_key`` without the seed): replications."""
     return content_id({
         "analysis": analysis_name, "dataset": dataset_id, "kind": kind,
         "model": model_id, "params": params_hash, "subject": subject,
@@ -51,15 +63,24 @@ def finding_id(
     return content_id({"key": key_id, "run": run_id, "payload": payload})
 
 
-def run_key(model_id: str, dataset_id: str | None, analysis_id: str, params_hash: str, seed: int) -> str:
-    """What the attempts of one planned run share: model, dataset, analysis@version, params hash, seed."""
-    return content_id({"model": model_id, "dataset": dataset_id, "analysis": analysis_id,
-                       "params": params_hash, "seed": seed})
+def run_key(model_id: str, dataset_id: str | None, analysis_id: str, params_hash: str, seed: int,
+            train_dataset_id: str | None = None) -> str:
+    """What the attempts of one planned run share: model, dataset, analysis@version, params hash,
+    seed, and the dataset a retraining analysis fits on (left out of the hash when there is none)."""
+    fields = {"model": model_id, "dataset": dataset_id, "analysis": analysis_id, "params": params_hash, "seed": seed}
+    if train_dataset_id is not None:
+        fields["train"] = train_dataset_id
+    return content_id(fields)
 
 
 def run_id(run_key: str, attempt: int) -> str:
     """A planned run's id: its key and attempt (0 first; a failed run planned again is the next)."""
     return content_id({"run_key": run_key, "attempt": attempt})
+
+
+def verification_run_key(verified_run_id: str) -> str:
+    """What the verification runs of one run share (their ids: ``run_id`` of it and an attempt)."""
+    return content_id({"verifies": verified_run_id})
 
 
 @dataclass(frozen=True)
@@ -140,13 +161,14 @@ class ResultBundle:
         _require_finite(kind, value=value, ci=ci, metrics=metrics)
         analysis_name = run.analysis_id.split("@", 1)[0]
         model_id = model_id or run.model_id
-        key_id = finding_key(model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
+        key_id = finding_key(model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject, seed=run.seed)
+        replication = replication_key(model_id, run.dataset_id, analysis_name, run.params_hash, kind, subject)
         files = {name: parquet_bytes(table) for name, table in (artifacts or {}).items()}
         finding = Finding(
             id=finding_id(key_id, run.id, analysis_id=run.analysis_id, statement=statement, value=value,
                           ci=ci, n=n, unit=unit, exact=exact, metrics=metrics,
                           artifacts={name: hashlib.sha256(data).hexdigest() for name, data in files.items()}),
-            key_id=key_id, model_id=model_id, dataset_id=run.dataset_id,
+            key_id=key_id, replication_key=replication, seed=run.seed, model_id=model_id, dataset_id=run.dataset_id,
             analysis_id=run.analysis_id, analysis_name=analysis_name, params_hash=run.params_hash,
             kind=kind, subject=subject, run_id=run.id, statement=statement, value=value,
             ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, n=n, unit=unit,
@@ -171,8 +193,8 @@ class ResultBundle:
         return fields is not None and self._hashed_keys.get(fields[0]) == fields
 
 
-_KEY_FIELDS = operator.itemgetter("id", "key_id", "model_id", "dataset_id", "analysis_name", "params_hash",
-                                  "kind", "subject")
+_KEY_FIELDS = operator.itemgetter("id", "key_id", "replication_key", "seed", "model_id", "dataset_id", "analysis_name",
+                                  "params_hash", "kind", "subject")
 
 
 def _key_fields(finding: Finding) -> tuple[Any, ...] | None:

@@ -46,8 +46,11 @@ class RunStatus(str, Enum):
 
 
 class FindingStatus(str, Enum):
+    """A finding's standing, as the ``findings`` view derives it (not stored)."""
+
     current = "current"
     superseded = "superseded"
+    verification = "verification"
 
 
 class LinkRelation(str, Enum):
@@ -92,7 +95,7 @@ class Dataset(SQLModel, table=True):
     """The rows a model was studied on."""
 
     __tablename__ = "datasets"
-    id: str = Field(primary_key=True, description="`sha256:` over the rows as used (sorted columns, Arrow IPC stream), split and row limit.")
+    id: str = Field(primary_key=True, description="`sha256:` over what the model reads: the role columns in the order fed (Arrow IPC stream of the rows as used), the roles, split and row limit.")
     source_uri: str = Field(description="`sklearn://breast_cancer`, `hf://org/name`, a folder or a file.")
     revision: str | None = Field(default=None, description="Pinned revision, when the source has one.")
     config: str | None = Field(default=None, description="Dataset configuration name, when the source has several.")
@@ -149,7 +152,9 @@ class Finding(SQLModel, table=True):
 
     __tablename__ = "findings"
     id: str = Field(primary_key=True, description="`sha256:` of (key, run id, payload).")
-    key_id: str = Field(description="`sha256:` of the key (model, dataset, analysis name, params hash, kind, subject) that versions share.")
+    key_id: str = Field(description="`sha256:` of the key (model, dataset, analysis name, params hash, seed, kind, subject) that versions share.")
+    replication_key: str = Field(description="`sha256:` of the key without the seed: the findings of every seed that share it are replications of each other (see `findings_summary`).")
+    seed: int = Field(description="Random seed of the run that produced it (part of the key).")
     model_id: str = Field(description="Model instance the finding is about.")
     dataset_id: str | None = Field(default=None, description="Dataset it was found on.")
     analysis_id: str = Field(description="`name@version` of the analysis that found it.")
@@ -166,7 +171,7 @@ class Finding(SQLModel, table=True):
     unit: str | None = Field(default=None, description="Unit or scale of the value, e.g. `fraction`, `nats`.")
     exact: bool | None = Field(default=None, description="True when computed exactly, false when estimated.")
     metrics: dict[str, Any] = _json("Further named metrics (budget, value_full, value_empty, ...).")
-    version: int | None = Field(default=None, description="Version within the key, from 1 (set by the catalogue).")
+    version: int | None = Field(default=None, description="Version within the key, from 1 (set by the catalogue); null for a verification run's finding, which is no version.")
     commit_id: str | None = _commit_id()
 
 
@@ -174,10 +179,10 @@ class FindingLink(SQLModel, table=True):
     """A typed relation between two findings."""
 
     __tablename__ = "finding_links"
-    src_id: str = Field(primary_key=True, description="Finding the relation starts from (the newer one for supersedes/replicates/contradicts).")
+    src_id: str = Field(primary_key=True, description="Finding the relation starts from: the newer version (supersedes, and its judgment), a later seed's finding (judged against the lowest seed's), or a verification run's finding.")
     dst_id: str = Field(primary_key=True, description="Finding it points to.")
     relation: LinkRelation = Field(primary_key=True, description="`supersedes`, `replicates`, `contradicts`, `extends` or `derived_from`.")
-    evidence: dict[str, Any] = _json("Why: for replication judgments the two values, their difference and the rule applied.")
+    evidence: dict[str, Any] = _json("Why: for replication judgments the two values and CIs, their difference, the rule applied and what was compared (`between`: versions, seeds or verification).")
     commit_id: str | None = _commit_id()
 
 

@@ -15,6 +15,7 @@ from modelsci import catalogue
 from modelsci.catalogue import landing
 from modelsci.catalogue.integrity import check
 from modelsci.schemas import FindingLink, ResultBundle
+from tests.bundles import rerun, verification_of
 from tests.conftest import accuracy_bundle, modelsci, toy_analysis, toy_model, toy_run
 
 ALL_TABLES = ("models", "datasets", "analyses", "runs", "findings", "finding_links", "artifacts", "commits")
@@ -26,7 +27,7 @@ def snapshot(cat: catalogue.Catalogue) -> dict[str, list[dict]]:
 
 def test_two_bundles_with_one_key_make_version_two_and_as_of_shows_version_one(cat) -> None:
     first = cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0), message="first")
-    second = cat.commit(accuracy_bundle(0.91, (0.86, 0.96), seed=1), message="second")
+    second = cat.commit(rerun(0.91, (0.86, 0.96), 1), message="second")
     assert (first.seq, second.seq) == (1, 2)
 
     current = cat.sql("SELECT version, value, status FROM findings_current").to_pylist()
@@ -47,15 +48,15 @@ def test_two_bundles_with_one_key_make_version_two_and_as_of_shows_version_one(c
 
 def test_rerun_inside_the_ci_replicates_and_far_outside_contradicts(cat) -> None:
     cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
-    cat.commit(accuracy_bundle(0.93, (0.89, 0.97), seed=1))  # inside the first CI
-    cat.commit(accuracy_bundle(0.50, (0.45, 0.55), seed=2))  # far outside
+    cat.commit(rerun(0.93, (0.89, 0.97), 1))  # inside the first CI
+    cat.commit(rerun(0.50, (0.45, 0.55), 2))  # far outside
     judged = cat.sql("""SELECT s.version AS v, relation, evidence FROM finding_links l
                         JOIN findings s ON s.id = l.src_id
                         WHERE relation IN ('replicates', 'contradicts') ORDER BY v""").to_pylist()
     assert [(j["v"], j["relation"]) for j in judged] == [(2, "replicates"), (3, "contradicts")]
     evidence = json.loads(judged[1]["evidence"])
     assert math.isclose(evidence["difference"], 0.50 - 0.93)
-    assert evidence["previous_ci"] == [0.89, 0.97]
+    assert evidence["previous_ci"] == [0.89, 0.97] and evidence["between"] == "versions"
 
     contradicted = cat.findings(contradicted=True).to_pylist()
     assert [(c["version"], c["contradicts_version"]) for c in contradicted] == [(3, 2)]
@@ -65,10 +66,10 @@ def test_rerun_inside_the_ci_replicates_and_far_outside_contradicts(cat) -> None
 
 def test_without_cis_only_equal_values_replicate_and_a_declared_tolerance_wins(cat) -> None:
     cat.commit(accuracy_bundle(0.5, None, seed=0))
-    cat.commit(accuracy_bundle(0.5, None, seed=1))
-    cat.commit(accuracy_bundle(0.5000001, None, seed=2))
+    cat.commit(rerun(0.5, None, 1))
+    cat.commit(rerun(0.5000001, None, 2))
     tolerant = toy_analysis(version="2", tolerance=0.01)
-    cat.commit(accuracy_bundle(0.505, None, seed=3, analysis=tolerant))
+    cat.commit(rerun(0.505, None, 3, analysis=tolerant))
     relations = cat.sql("""SELECT relation FROM finding_links l JOIN findings s ON s.id = l.src_id
                            WHERE relation <> 'supersedes' ORDER BY s.version""").column("relation").to_pylist()
     assert relations == ["replicates", "contradicts", "replicates"]
@@ -83,8 +84,9 @@ def test_same_run_again_is_not_judged_and_same_bundle_again_commits_nothing(cat)
 
 def test_history_lists_every_version_with_its_judgment(cat) -> None:
     cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
-    cat.commit(accuracy_bundle(0.20, (0.15, 0.25), seed=1))
-    first_id = cat.sql("SELECT id FROM findings WHERE version = 1").column("id")[0].as_py()
+    cat.commit(rerun(0.20, (0.15, 0.25), 1))
+    cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=1))  # another seed: another key, not in this history
+    first_id = cat.sql("SELECT id FROM findings WHERE version = 1 AND seed = 0").column("id")[0].as_py()
     rows = cat.history(first_id).to_pylist()
     assert [(r["version"], r["status"], r["judgment"]) for r in rows] == [
         (1, "superseded", None), (2, "current", "contradicts")]
@@ -172,6 +174,24 @@ def bundle_with_forged_key() -> ResultBundle:
     return bundle
 
 
+def bundle_with_finding_of_another_seed() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None, seed=0)
+    bundle.runs[0].seed = 1  # the run says seed 1, its finding was keyed with seed 0
+    return bundle
+
+
+def bundle_with_forged_replication_key() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.findings[0].replication_key = accuracy_bundle(0.9, None, subject="other").findings[0].replication_key
+    return bundle
+
+
+def bundle_with_verification_of_an_unknown_run() -> ResultBundle:
+    bundle = accuracy_bundle(0.9, None)
+    bundle.runs[0].verifies_run_id = "run-nowhere"
+    return bundle
+
+
 def bundle_with_finding_of_another_analysis() -> ResultBundle:
     bundle = accuracy_bundle(0.9, None)
     bundle.findings[0].analysis_id = "evaluation.other@1"
@@ -194,6 +214,9 @@ def bundle_with_run_of_unknown_analysis() -> ResultBundle:
     (bundle_with_unknown_relation, r"has relation = 'refutes'; expected one of supersedes, replicates"),
     (bundle_with_two_findings_of_one_key, r"share one key .* in one bundle"),
     (bundle_with_forged_key, r"key_id sha256:\w+ does not match its key fields"),
+    (bundle_with_finding_of_another_seed, r"finding sha256:\w+: seed 0 is not its run's seed 1"),
+    (bundle_with_forged_replication_key, r"replication_key sha256:\w+ does not match its key fields"),
+    (bundle_with_verification_of_an_unknown_run, r"runs\.verifies_run_id names run run-nowhere, which is neither"),
     (bundle_with_finding_of_another_analysis,
      r"analysis_id 'evaluation.other@1' is not a version of analysis_name 'evaluation.performance'"),
     (bundle_with_run_of_unknown_analysis, r"runs\.analysis_id names analysis evaluation\.performance@9"),
@@ -223,7 +246,7 @@ def test_a_writing_block_lands_each_commit_whole_and_on_its_own(cat) -> None:
         first = cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
         with pytest.raises(catalogue.BundleError, match="names model"):
             cat.commit(bundle_with_missing_model())
-        second = cat.commit(accuracy_bundle(0.93, (0.89, 0.97), seed=1))
+        second = cat.commit(rerun(0.93, (0.89, 0.97), 1))
         with pytest.raises(RuntimeError, match="held for writing"):
             cat.sql("SELECT 1")
     assert (first.seq, second.seq) == (1, 2)
@@ -237,20 +260,24 @@ def test_a_writing_block_lands_each_commit_whole_and_on_its_own(cat) -> None:
 def memo_sequence() -> list[ResultBundle]:
     """Bundles whose landing reads every answer a writing block's memo gives, after two
     commits that land before the block: held models, runs and analyses (with a tolerance),
-    key versions from before and from inside the block, links to a stored finding, artifacts."""
+    key versions and other seeds from before and from inside the block (a seed lower than the
+    first among them), links to a stored finding, artifacts, a verification run."""
     tolerant = toy_analysis(version="2", tolerance=0.01)
-    rerun = accuracy_bundle(0.93, (0.89, 0.97), seed=1)
-    tolerant_rerun = accuracy_bundle(0.505, None, seed=4, analysis=tolerant, subject="tolerant")
-    tolerant_rerun.analyses = []  # its tolerance must come from the store
+    again = rerun(0.93, (0.89, 0.97), 1)
+    tolerant_seed = accuracy_bundle(0.505, None, seed=4, analysis=tolerant, subject="tolerant")
+    tolerant_seed.analyses = []  # its tolerance must come from the store
     per_class = accuracy_bundle(0.4, None, subject="class 1")
     per_class.add_finding(per_class.runs[0], kind="per_example", statement="per-example correctness",
                           artifacts={"correct": pa.table({"example": [0, 1], "correct": [True, False]})})
     first = accuracy_bundle(0.90, (0.85, 0.95), seed=0)
     per_class.links.append(FindingLink(src_id=per_class.findings[0].id, dst_id=first.findings[0].id,
                                        relation="extends"))
+    lower_seed = accuracy_bundle(0.7, None, seed=1, analysis=tolerant, subject="tolerant")
+    lower_seed.analyses = []
     return [first, accuracy_bundle(0.5, None, seed=3, analysis=tolerant, subject="tolerant"),
-            rerun, rerun, bundle_with_missing_model(), accuracy_bundle(0.2, (0.15, 0.25), seed=2),
-            tolerant_rerun, per_class, accuracy_bundle(0.41, None, seed=5, subject="class 1")]
+            again, again, bundle_with_missing_model(), accuracy_bundle(0.2, (0.15, 0.25), seed=2),
+            tolerant_seed, per_class, accuracy_bundle(0.41, None, seed=5, subject="class 1"), lower_seed,
+            verification_of(first, 0.9, (0.85, 0.95))]
 
 
 def land_all(cat: catalogue.Catalogue, bundles: list[ResultBundle]) -> list[int | str | None]:
@@ -274,7 +301,7 @@ def comparable(cat: catalogue.Catalogue, table: str) -> list[dict]:
 def test_a_writing_block_lands_what_commits_one_by_one_land(tmp_path) -> None:
     one_by_one = catalogue.open(tmp_path / "one-by-one", create=True)
     expected = land_all(one_by_one, memo_sequence())
-    assert expected[2:5] == [3, None, expected[4]] and "names model" in expected[4]
+    assert expected[2:5] == [3, None, expected[4]] and "names model" in expected[4] and expected[-1] == 9
 
     held = catalogue.open(tmp_path / "held", create=True)
     bundles = memo_sequence()
@@ -285,11 +312,16 @@ def test_a_writing_block_lands_what_commits_one_by_one_land(tmp_path) -> None:
 
     for table in ALL_TABLES:
         assert comparable(held, table) == comparable(one_by_one, table), table
-    judged = held.sql("""SELECT s.subject, s.version, l.relation FROM finding_links l JOIN findings s
-                         ON s.id = l.src_id WHERE relation <> 'supersedes' ORDER BY ALL""").to_pylist()
+    judged = held.sql("""SELECT s.subject, s.seed, s.version, l.relation, d.seed AS to_seed, d.version AS to_version
+                         FROM finding_links l JOIN findings s ON s.id = l.src_id JOIN findings d ON d.id = l.dst_id
+                         WHERE relation <> 'supersedes' ORDER BY ALL""").to_pylist()
     assert [tuple(j.values()) for j in judged] == [
-        ("", 2, "replicates"), ("", 3, "contradicts"), ("class 1", 1, "extends"),
-        ("class 1", 2, "contradicts"), ("tolerant", 2, "replicates")]
+        ("", 0, 2, "replicates", 0, 1),  # a version
+        ("", 0, None, "replicates", 0, 1),  # the verification, of the version its run made
+        ("", 2, 1, "contradicts", 0, 2),  # a seed, against the first seed's current version
+        ("class 1", 0, 1, "extends", 0, 1), ("class 1", 5, 1, "contradicts", 0, 1),
+        ("tolerant", 3, 1, "contradicts", 1, 1), ("tolerant", 4, 1, "contradicts", 1, 1),  # seed 1 came later
+        ("tolerant", 4, 1, "replicates", 3, 1)]  # within the tolerance the store held
     assert check(held).ok
 
 
@@ -301,7 +333,7 @@ def test_a_writing_block_sees_commits_made_beside_it_in_its_process(tmp_path) ->
     with block.writing():
         block.commit(accuracy_bundle(0.9, None))
         beside.commit(accuracy_bundle(0.4, None, model=other_model, subject="x"))
-        again = block.commit(accuracy_bundle(0.4, None, model=other_model, subject="x", seed=1))
+        again = block.commit(rerun(0.4, None, 1, model=other_model, subject="x"))
     assert again.seq == 3
     assert block.sql("SELECT subject, version, status FROM findings ORDER BY ALL").to_pylist() == [
         {"subject": "", "version": 1, "status": "current"},
@@ -310,24 +342,18 @@ def test_a_writing_block_sees_commits_made_beside_it_in_its_process(tmp_path) ->
     assert check(block).ok
 
 
-def test_a_catalogue_made_before_key_bits_is_upgraded_and_check_guards_them(tmp_path) -> None:
-    old = catalogue.open(tmp_path / "old", create=True)
-    old.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
-    con = duckdb.connect(str(old.db_path))
-    con.execute("ALTER TABLE store.findings DROP COLUMN key_bits")
-    con.close()
-
-    cat = catalogue.open(tmp_path / "old", create=True)
-    cat.commit(accuracy_bundle(0.20, (0.15, 0.25), seed=1))  # finds version 1 through the filled-in bits
-    assert [(r["version"], r["judgment"]) for r in cat.history(cat.sql(
-        "SELECT key_id FROM findings LIMIT 1").column("key_id")[0].as_py()).to_pylist()] == [
-        (1, None), (2, "contradicts")]
+def test_check_guards_key_bits_and_keys(cat) -> None:
+    cat.commit(accuracy_bundle(0.90, (0.85, 0.95), seed=0))
+    cat.commit(rerun(0.20, (0.15, 0.25), 1))  # finds version 1 through the key_bits
     assert check(cat).ok
-
-    con = duckdb.connect(str(cat.db_path))
-    con.execute("UPDATE store.findings SET key_bits = key_bits + 1 WHERE version = 1")
-    con.close()
-    assert any("key_bits do not match its key" in p for p in check(cat).problems)
+    with duckdb.connect(str(cat.db_path)) as con:
+        con.execute("UPDATE store.findings SET key_bits = key_bits + 1 WHERE version = 1")
+    assert any("key_bits do not match its replication key" in p for p in check(cat).problems)
+    with duckdb.connect(str(cat.db_path)) as con:
+        con.execute("UPDATE store.findings SET key_bits = key_bits - 1 WHERE version = 1")
+        con.execute("UPDATE store.findings SET seed = 3 WHERE version = 2")
+    assert sorted(p.split(":")[0] for p in check(cat).problems) == [
+        "finding whose key_id or replication_key does not match its key fields", "finding whose seed is not its run's"]
 
 
 def test_the_arrow_tables_landing_reads_by_name_are_named_unlike_any_catalogue_relation(cat) -> None:

@@ -30,8 +30,10 @@ from modelsci.executors.execution import Reporter
 from modelsci.executors.local import run_queue_locally
 from modelsci.planner import submit
 from modelsci.schemas import FindingLink
+from modelsci.schemas.bundle import finding_id, finding_key
 from modelsci.schemas.identity import sha256_file
 from tests.conftest import MODELSCI, accuracy_bundle, modelsci, toy_model
+from tests.data.old_catalogue import extract
 from tests.models import breast_cancer_skops, write_manifest
 
 ANSWERS = [
@@ -171,7 +173,31 @@ def conflicting_model(src: Path) -> None:
 
 
 def conflicting_run(src: Path) -> None:
+    """The first run claims to verify the second (which the holding catalogue has)."""
+    edit_table(src, "runs", lambda rows: next(r for r in rows if r["id"] == "run-1-0").update(verifies_run_id="run-1-1"))
+
+
+def edited_run_seed(src: Path) -> None:
     edit_table(src, "runs", lambda rows: next(r for r in rows if r["id"] == "run-1-0").update(seed=5))
+
+
+def reseeded_finding(src: Path) -> None:
+    """A finding given another seed, with its key and id made again to match, as a forger who knows the format would."""
+    def edit(rows: list[dict]) -> None:
+        f = accuracy_row(rows)
+        fields = (f["model_id"], f["dataset_id"], f["analysis_name"], f["params_hash"], f["kind"], f["subject"])
+        f.update(seed=1, key_id=finding_key(*fields, seed=1))
+        f["id"] = finding_id(f["key_id"], f["run_id"], analysis_id=f["analysis_id"], statement=f["statement"],
+                             value=f["value"], ci=(f["ci_low"], f["ci_high"]), n=f["n"], unit=f["unit"],
+                             exact=f["exact"], metrics=json.loads(f["metrics"]), artifacts={})
+    edit_table(src, "findings", edit)
+
+
+def edited_replication_key(src: Path) -> None:
+    def edit(rows: list[dict]) -> None:
+        f = accuracy_row(rows)
+        f["replication_key"] = f["replication_key"][:-1] + ("0" if f["replication_key"][-1] != "0" else "1")
+    edit_table(src, "findings", edit)
 
 
 def changed_artifact_bytes(src: Path) -> None:
@@ -213,7 +239,42 @@ def unknown_format(src: Path) -> None:
 
 
 def newer_schema(src: Path) -> None:
-    edit_manifest(src, lambda m: m.update(schema_version=2))
+    edit_manifest(src, lambda m: m.update(schema_version=3))
+
+
+def newer_ids(src: Path) -> None:
+    edit_manifest(src, lambda m: m.update(id_format=3))
+
+
+def claims_an_older_format(src: Path) -> None:
+    edit_manifest(src, lambda m: m.pop("id_format"))
+
+
+def older_format(src: Path) -> None:
+    """An export that the modelsci of id format 1 wrote (tests/data/old_catalogue.py)."""
+    shutil.rmtree(src)
+    shutil.copytree(extract(src.parent / "old") / "export", src)
+
+
+def older_format_claiming_this_one(src: Path) -> None:
+    older_format(src)
+    edit_manifest(src, lambda m: m.update(schema_version=2, id_format=2))
+
+
+def older_format_dressed_as_this_one(src: Path) -> None:
+    """The older export with today's columns added (its keys are today's replication keys) and the
+    manifest to match: its ids do not recompute, so it is refused as edited."""
+    older_format_claiming_this_one(src)
+    seeds = {r["id"]: r["seed"] for r in pq.read_table(src / "tables/runs.parquet").to_pylist()}
+    for name, columns in (("runs", {"train_dataset_id": lambda r: None, "verifies_run_id": lambda r: None}),
+                          ("findings", {"seed": lambda r: seeds[r["run_id"]], "replication_key": lambda r: r["key_id"]})):
+        path = src / "tables" / f"{name}.parquet"
+        table = pq.read_table(path)
+        for column, value in columns.items():
+            kind = pa.int64() if column == "seed" else pa.string()
+            table = table.append_column(column, pa.array([value(r) for r in table.to_pylist()], kind))
+        pq.write_table(table, path)
+        edit_manifest(src, lambda m, name=name, path=path: m["tables"][name].update(sha256=sha256_file(path)))
 
 
 REFUSALS = [
@@ -227,7 +288,11 @@ REFUSALS = [
     (edited_finding_value, "holding", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its id does not match its content"),
     (edited_finding_statement, "holding", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its id does not match"),
     (edited_finding_kind, "empty", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its key_id does not match its model, "
-                                   r"dataset, analysis, params, kind and subject"),
+                                   r"dataset, analysis, params, seed, kind and subject"),
+    (reseeded_finding, "empty", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its seed 1 is not its run's 0 \(edited\?\)$"),
+    (reseeded_finding, "holding", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its seed 1 is not its run's 0"),
+    (edited_replication_key, "empty", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its replication_key does not match"),
+    (edited_run_seed, "holding", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its seed 0 is not its run's 5"),
     (edited_run_params, "empty", r"^runs row 'run-1-0': its params_hash does not match its params"),
     (edited_analysis_version, "empty", r"^analyses row 'evaluation.performance@1': its id is not its name@version"),
     (edited_commit_count, "empty", r"^commits row sha256:[0-9a-f]{12}\.\.\.: n_findings is 2, but the export has 3 "
@@ -235,7 +300,8 @@ REFUSALS = [
     (model_twice, "empty", r"^models row sha256:[0-9a-f]{12}\.\.\. appears twice in the export$"),
     (conflicting_model, "holding", r"^models row sha256:[0-9a-f]{12}\.\.\. conflicts with the catalogue's row of that "
                                    r"id: its parameter_count is 9 in the export but 8 in the catalogue"),
-    (conflicting_run, "holding", r"^runs row 'run-1-0' conflicts with the catalogue's row of that id: its seed is 5"),
+    (conflicting_run, "holding", r"^runs row 'run-1-0' conflicts with the catalogue's row of that id: its "
+                                 r"verifies_run_id is 'run-1-1' in the export but None in the catalogue"),
     (changed_artifact_bytes, "empty", r"artifacts/[0-9a-f]{64}\.parquet: its bytes hash to [0-9a-f]{64}, not to "
                                       r"the sha256 that its name and its artifacts row give"),
     (changed_artifact_bytes, "holding", r"artifacts/[0-9a-f]{64}\.parquet: its bytes hash to [0-9a-f]{64}, not to"),
@@ -246,7 +312,15 @@ REFUSALS = [
     (link_to_nowhere, "empty", r"^finding_links row .* -extends-> sha256:eeeeeeeeeeee\.\.\.: dst_id sha256:eeeeeeeeeeee"
                                r"\.\.\. is neither in the catalogue nor in the export at or before its commit$"),
     (unknown_format, "empty", r"format 'some-other-export' is not 'modelsci-export'; this is not a modelsci export"),
-    (newer_schema, "empty", r"schema version 2 is newer than this modelsci's 1"),
+    (newer_schema, "empty", r"schema version 3, id format 2 is newer than this modelsci's \(2, 2\); upgrade modelsci"),
+    (newer_ids, "empty", r"schema version 2, id format 3 is newer than this modelsci's \(2, 2\); upgrade modelsci"),
+    (claims_an_older_format, "empty", r"manifest\.json: an export of an older format \(schema version 2, id format 1; "),
+    (older_format, "empty", r"manifest\.json: an export of an older format \(schema version 1, id format 1; this "
+                            r"modelsci reads 2, 2\), whose ids it cannot check: run `modelsci upgrade` on the "
+                            r"catalogue it came from and export again"),
+    (older_format_claiming_this_one, "empty", r"runs\.parquet has no column 'train_dataset_id'"),
+    (older_format_dressed_as_this_one, "empty", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its key_id does not match "
+                                                r"its model, dataset, analysis, params, seed, kind and subject \(edited\?\)$"),
 ]
 
 

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from markupsafe import Markup
 
 from modelsci import plots
+from modelsci.analyses.base import registry
 from modelsci.catalogue.schema import TABLES
 from modelsci.catalogue.store import Catalogue
 from modelsci.catalogue.transfer import export
@@ -137,6 +138,10 @@ class Site:
             self.links[link["src_id"]].append({**link, "direction": "to", "other": link["dst_id"]})
             self.links[link["dst_id"]].append({**link, "direction": "from", "other": link["src_id"]})
         self.finding_pages = len(self.findings) <= max_finding_pages
+        # One row per replication key (the seeds of a finding summarised): what pages show first.
+        self.summaries: dict[str, list[dict]] = defaultdict(list)
+        for row in cat.query("SELECT * FROM findings_summary ORDER BY analysis_name, kind, subject").to_pylist():
+            self.summaries[row["model_id"]].append({**row, "id": row["first_id"]})
 
     def finding_href(self, finding_id: str, depth: int = 1) -> Markup:
         """Where a finding is shown: its page, or its row of its model's page."""
@@ -364,11 +369,14 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
     for f in site.findings.values():
         by_model[f["model_id"]].append(f)
     for model in site.models.values():
-        findings = sorted(by_model.get(model["id"], []), key=lambda f: (f["analysis_name"], f["kind"], f["subject"], f["version"]))
-        current = [f for f in findings if f["status"] == "current"]
+        findings = sorted(by_model.get(model["id"], []),
+                          key=lambda f: (f["analysis_name"], f["kind"], f["subject"], f["seed"], f["version"] or 0))
         _write(docs / "models" / f"{slug(model['id'])}.md", model_template.render(
-            **common, model=model, groups=_groups(site, current, _model_plots(site, model, findings)),
-            superseded=[f for f in findings if f["status"] != "current"],
+            **common, model=model,
+            groups=_groups(site, site.summaries.get(model["id"], []), _model_plots(site, model, findings)),
+            seeds=[f for f in findings if f["status"] == "current"],
+            superseded=[f for f in findings if f["status"] == "superseded"],
+            verifications=[f for f in findings if f["status"] == "verification"],
             children=[m for m in site.models.values() if m.get("base_model_id") == model["id"]]))
         pages += 1
     dataset_template = env.get_template("dataset.md.j2")
@@ -382,6 +390,7 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
         findings = [f for f in site.findings.values() if f["analysis_name"] == name and f["status"] == "current"]
         _write(docs / "analyses" / f"{slug(name)}.md", analysis_template.render(
             **common, name=name, versions=versions, leaderboard=_leaderboard(site, findings),
+            doc=registry().get(name), describe_command=f"modelsci analyses --describe {name}",
             models=[site.models[m] for m in sorted({f["model_id"] for f in findings}) if m in site.models]))
         pages += 1
     if site.finding_pages:

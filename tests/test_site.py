@@ -31,8 +31,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             f"tags: [\"{PAYLOAD}\"]\ndescription: \"{PAYLOAD}\"\n---\nA card.\n")
     model = breast_cancer_skops(tmp / "lr", card=card)
     manifest = write_manifest(tmp / "m.yaml", str(model), analyses=[
-        {"name": "evaluation.performance", "params": {"n_bootstrap": 100}, "seeds": [0, 1]},
-        {"name": "attribution.kernel_shap", "params": {"examples": 2, "budget": 256}},
+        {"name": "evaluation.performance", "params": {"n_bootstrap": 100}},
+        {"name": "attribution.kernel_shap", "params": {"examples": 2, "budget": 256}, "seeds": [0, 1]},
         {"name": "interactions.shapley", "params": {"examples": 1, "budget": 1024}},
         {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 12, "n_bootstrap": 100, "epsilon": 0.05}},
     ])

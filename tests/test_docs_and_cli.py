@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import typer
 
 import modelsci as modelsci_package
 from modelsci import catalogue
@@ -15,7 +16,19 @@ from tests.conftest import REPO, modelsci
 from tests.models import installed_plugin
 
 README = (REPO / "README.md").read_text()
-COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
+
+
+def leaf_commands(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Every command a user can call, ``site build`` included: sub-apps are walked, not only the top level."""
+    names = [" ".join((*prefix, c.name or c.callback.__name__.replace("_", "-")))
+             for c in typer_app.registered_commands if not c.hidden]
+    for group in typer_app.registered_groups:
+        if not group.hidden:
+            names += leaf_commands(group.typer_instance, (*prefix, group.name or group.typer_instance.info.name))
+    return names
+
+
+COMMANDS = sorted(leaf_commands(app))
 
 
 def test_readme_table_reference_is_the_generated_one() -> None:
@@ -29,12 +42,16 @@ def test_every_column_has_a_description() -> None:
     assert missing == []
 
 
+def test_the_command_list_reaches_the_sub_apps() -> None:
+    assert {"site build", "site serve", "sql", "run"} <= set(COMMANDS) and "site" not in COMMANDS
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_is_in_the_readme_and_its_help_has_an_example(command) -> None:
     cli_section = README[README.index("<!-- cli:begin -->"):README.index("<!-- cli:end -->")]
     assert f"`modelsci {command}" in cli_section
-    help_text = modelsci(command, "--help").stdout
-    assert re.search(r"Example:?\s+modelsci " + command, help_text), help_text
+    help_text = modelsci(*command.split(), "--help").stdout
+    assert re.search(r"Example:?\s+modelsci\s+" + r"\s+".join(map(re.escape, command.split())), help_text), help_text
 
 
 def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path) -> None:

@@ -3,15 +3,16 @@ broken models. Each case ends with `modelsci check` passing and nothing committe
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,7 @@ from modelsci.catalogue.integrity import check
 from modelsci.ingest.architectures import MLP, save_torch_model
 from modelsci.planner import submit
 from modelsci.schemas.errors import ModelsciError
+from modelsci.schemas.manifest import Manifest, ManifestError
 from tests.conftest import MODELSCI, modelsci
 from tests.models import breast_cancer_skops, installed_plugin, write_manifest
 
@@ -33,9 +35,9 @@ def findings_by_id(cat: catalogue.Catalogue) -> set[str]:
 
 
 def test_sigkill_of_modelsci_run_at_random_points_loses_nothing(tmp_path: Path) -> None:
-    """Kill `modelsci run` at 8 seeded random moments (analysing or committing); resume each time."""
+    """Kill `modelsci run` of 12 runs at 8 seeded random moments (analysing or committing); resume each time."""
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
-        {"name": "evaluation.performance", "params": {"n_bootstrap": 300}, "seeds": list(range(12))}])
+        {"name": "evaluation.performance", "params": {"n_bootstrap": 300 + i}} for i in range(12)])
     cat_dir = tmp_path / "cat"
     modelsci("submit", str(manifest), catalogue_dir=cat_dir)
     cat = catalogue.open(cat_dir, create=True)
@@ -57,8 +59,9 @@ def test_sigkill_of_modelsci_run_at_random_points_loses_nothing(tmp_path: Path) 
         seen = now
     modelsci("run", catalogue_dir=cat_dir, timeout=300)
     assert interrupted >= KILLS // 2, "the kills came too late to interrupt anything"
-    runs = cat.sql("SELECT seed, count(*) AS n, min(status) AS status FROM runs GROUP BY seed ORDER BY seed").to_pylist()
-    assert runs == [{"seed": s, "n": 1, "status": "succeeded"} for s in range(12)]
+    runs = cat.sql("SELECT params->>'n_bootstrap' AS b, count(*) AS n, min(status) AS status FROM runs "
+                   "GROUP BY b ORDER BY b").to_pylist()
+    assert runs == [{"b": str(300 + i), "n": 1, "status": "succeeded"} for i in range(12)]
     assert cat.sql("SELECT count(*) AS n FROM store.queue WHERE status != 'succeeded'").to_pylist() == [{"n": 0}]
     assert seen <= findings_by_id(cat) and check(cat).ok
 
@@ -110,7 +113,7 @@ def test_two_runners_on_one_queue_execute_every_run_once(tmp_path: Path) -> None
 
 # -- fuzzed manifests -------------------------------------------------------------------------
 
-FUZZED = {"count": 0}
+MODEL = "<the breast cancer model>"  # replaced by a real model's folder in the test
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(["sklearn://iris", "sklearn://nope", "hf://a/b",
                                                            "/nonexistent", "evaluation.performance",
@@ -120,32 +123,107 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                       max_leaves=8)
 known_keys = st.sampled_from(["submitter", "model", "dataset", "analyses", "source", "task", "split", "columns",
                               "limit", "name", "params", "seeds", "revision", "n_bootstrap", "label"])
-manifests = st.dictionaries(known_keys, values, max_size=5) | st.fixed_dictionaries({
-    "submitter": st.text(max_size=10),
-    "model": st.fixed_dictionaries({"source": st.sampled_from(["/nonexistent", "hf://x/y", ""]),
-                                    "task": st.sampled_from(["tabular-classification", "bogus"])}),
-    "dataset": st.fixed_dictionaries({"source": st.sampled_from(["sklearn://iris", "sklearn://nope", "x.csv"]),
-                                      "limit": st.integers(-3, 5), "columns": values}),
-    "analyses": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["evaluation.performance", "nope"]),
-                                                "params": values}), max_size=2),
-})
+# Near-valid manifests: a valid one (a real model, on real data) changed, and often given one bad part,
+# so that some are accepted and many are refused for one problem among valid parts, which must then
+# not be registered.
+VALID = {"submitter": "Test Suite <tests@example.org>",
+         "model": {"source": MODEL, "task": "tabular-classification"},
+         "dataset": {"source": "sklearn://breast_cancer", "split": "test"},
+         "analyses": [{"name": "evaluation.performance", "params": {"n_bootstrap": 100}}]}
+PARTS = [("model",), ("model", "source"), ("model", "task"), ("model", "revision"), ("dataset",), ("dataset", "source"),
+         ("dataset", "split"), ("dataset", "limit"), ("dataset", "columns"), ("dataset", "label"), ("analyses",),
+         ("analyses", 0), ("analyses", 0, "name"), ("analyses", 0, "params"), ("analyses", 0, "params", "n_bootstrap"),
+         ("analyses", 0, "seeds"), ("submitter",), ("nope",)]
+plausible = st.sampled_from(["sklearn://iris", "sklearn://nope", "x.csv", "/nonexistent", "hf://x/y", "", "test",
+                             "train", "nope", "target", -1, 0, 3, 20, "evaluation.performance", "bogus",
+                             "attribution.kernel_shap", [0, 1], [-1], ["mean radius"], None, {}, []])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
-@given(document=manifests | st.text(max_size=60))
-def test_fuzzed_manifests_are_accepted_or_refused_clearly(tmp_path_factory: pytest.TempPathFactory, document: object) -> None:
-    FUZZED["count"] += 1
-    text = document if isinstance(document, str) else yaml.safe_dump(document, allow_unicode=True)
-    cat = catalogue.open(tmp_path_factory.getbasetemp() / "fuzz-cat", create=True)
-    try:
-        submit(cat, text)
-    except ModelsciError as exc:
-        assert str(exc).strip(), "an error without a message"
+# changes that keep a manifest valid, so that accepted manifests differ from each other
+valid_change = st.one_of(
+    st.tuples(st.just(("submitter",)), st.text(min_size=1, max_size=10).filter(str.strip)),
+    st.tuples(st.just(("dataset", "limit")), st.integers(10, 10**6)),
+    st.tuples(st.just(("dataset", "split")), st.sampled_from(["test", "train"])),
+    st.tuples(st.just(("analyses", 0, "seeds")), st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True)),
+    st.tuples(st.just(("analyses", 0, "params", "n_bootstrap")), st.integers(100, 10**4)))
 
 
-def test_fuzzer_tried_enough() -> None:
-    assert FUZZED["count"] >= 300
+def _child(node: object, key: str | int) -> object:
+    if isinstance(node, dict):
+        return node.get(key)
+    return node[key] if isinstance(node, list) and isinstance(key, int) and key < len(node) else None
+
+
+def _replaced(changes: list[tuple[tuple, object]], garbage: tuple[tuple, object] | None) -> dict:
+    """``VALID`` with each (path, value) set, where the path's parent exists."""
+    manifest = copy.deepcopy(VALID)
+    for path, value in [*changes, *([garbage] if garbage else [])]:
+        parent = manifest
+        for key in path[:-1]:
+            parent = _child(parent, key)
+        if isinstance(parent, dict) or _child(parent, path[-1]) is not None:
+            parent[path[-1]] = value
+    return manifest
+
+
+near_valid = st.builds(_replaced, st.lists(valid_change, min_size=1, max_size=2),
+                       st.none() | st.tuples(st.sampled_from(PARTS), plausible | values))
+manifests = st.dictionaries(known_keys, values, max_size=5) | near_valid
+COUNTED = ("models", "datasets", "analyses", "commits", "store.queue")
+
+
+def _counts(cat: catalogue.Catalogue) -> dict[str, int]:
+    return cat.sql("SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS \"{t}\"" for t in COUNTED)).to_pylist()[0]
+
+
+def test_fuzzed_manifests_are_accepted_or_refused_clearly(tmp_path: Path) -> None:
+    """Each refusal lists one-line problems, each at a place in the manifest, and registers nothing;
+    each acceptance registers the model and queues its runs; the examples include both."""
+    model = str(breast_cancer_skops(tmp_path / "lr"))
+    outcomes: Counter[str] = Counter()
+    fresh = iter(range(10**6))
+    cat, touched = catalogue.open(tmp_path / f"cat-{next(fresh)}", create=True), False
+    empty = _counts(cat)
+    assert empty == dict.fromkeys(COUNTED, 0)
+
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(document=manifests | st.text(max_size=60))
+    def submit_one(document: object) -> None:
+        nonlocal cat, touched
+        if touched:  # by an accepted manifest, or by one that failed this test: each example starts empty
+            cat, touched = catalogue.open(tmp_path / f"cat-{next(fresh)}", create=True), False
+        text = document if isinstance(document, str) else yaml.safe_dump(document, allow_unicode=True)
+        text = text.replace(MODEL, model)
+        touched = True
+        try:
+            submission = submit(cat, text)
+        except ManifestError as exc:
+            outcomes["refused"] += 1
+            assert exc.problems and str(exc).splitlines()[1:] == [f"  {p}" for p in exc.problems]
+            # a place is in the manifest given, or is a section it lacks
+            keys = ["(top level)", *Manifest.model_fields, *(map(str, document) if isinstance(document, dict) else [])]
+            for problem in exc.problems:
+                assert "\n" not in problem.strip(), f"a problem of several lines: {problem!r}"
+                # "model.source: ...", "analyses[0].params: ...", "(top level): ..."
+                assert any(problem.startswith(k) and problem[len(k):len(k) + 1] in (".", "[", ":") for k in keys) and ": " in problem, \
+                    f"{problem!r} names no place in the manifest"
+            assert _counts(cat) == empty, f"a refused manifest registered something: {exc.problems}"
+            touched = False
+            return
+        except ModelsciError as exc:  # refused by something other than the manifest's checks
+            outcomes["refused otherwise"] += 1
+            assert len(str(exc).strip().splitlines()) == 1, f"not one clear line: {exc}"
+            assert _counts(cat) == empty, f"a refused manifest registered something: {exc}"
+            touched = False
+            return
+        outcomes["accepted"] += 1
+        counts = _counts(cat)
+        assert counts["models"] == 1 and counts["datasets"] >= 1 and counts["commits"] >= 1, counts
+        assert counts["store.queue"] == len(submission.queued) and not submission.already_planned
+
+    submit_one()
+    assert outcomes["accepted"] >= 10 and outcomes["refused"] >= 100, outcomes
 
 
 # -- tampering and broken models --------------------------------------------------------------

@@ -115,7 +115,9 @@ class Committer:
         """Commit a run's bundle; a bundle the catalogue refuses lands as a failed run instead."""
         run = bundle.runs[-1]
         message = f"{queued.analysis_id} on {queued.model_id[:19]}: {run.status}"
-        author = f"modelsci run ({queued.worker or worker_name()})"
+        # the process that commits, which may not be the one that claimed the run (a spooled
+        # bundle is landed by whichever `modelsci run` finds it): "author" is who committed
+        author = f"modelsci run ({worker_name()})"
         try:
             landed = self.cat.commit(bundle, author=author, message=message)
         except (ValueError, LookupError) as exc:  # BundleError and friends: the analysis' output is bad

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from modelsci.catalogue.connection import CatalogueBusyError
 from modelsci.catalogue.landing import ArtifactWriteError, BundleError
 from modelsci.catalogue.readonly import ReadOnlySQLError
+from modelsci.catalogue.remote import ReadOnlyCatalogueError, RemoteCatalogue, RemoteCatalogueError, is_url
+from modelsci.catalogue.schema import OldFormatError
 from modelsci.catalogue.store import (
     Catalogue,
     NoCatalogueError,
@@ -21,7 +24,8 @@ from modelsci.catalogue.store import (
 )
 
 __all__ = [
-    "ArtifactWriteError", "BundleError", "Catalogue", "CatalogueBusyError", "NoCatalogueError", "ReadOnlySQLError",
+    "ArtifactWriteError", "BundleError", "Catalogue", "CatalogueBusyError", "NoCatalogueError", "OldFormatError",
+    "ReadOnlyCatalogueError", "ReadOnlySQLError", "RemoteCatalogue", "RemoteCatalogueError",
     "UnknownCommitError", "UnknownIdError", "default_location", "open",
 ]
 
@@ -29,6 +33,13 @@ __all__ = [
 def open(path: str | Path | None = None, *, create: bool = False) -> Catalogue:  # noqa: A001 - modelsci.open
     """Open the catalogue at ``path``, ``$MODELSCI_CATALOGUE`` or ``./modelsci-catalogue``.
 
-    A folder that holds no catalogue is an error (``NoCatalogueError``) unless ``create``.
+    A folder that holds no catalogue is an error (``NoCatalogueError``) unless ``create``. An
+    ``http://`` or ``https://`` URL opens a published catalogue read-only (``RemoteCatalogue``).
     """
-    return Catalogue(path if path is not None else default_location(), create=create)
+    location = path if path is not None else os.environ.get("MODELSCI_CATALOGUE") or default_location()
+    if is_url(location):
+        if create:
+            raise ReadOnlyCatalogueError(f"{location} is a published catalogue, read-only over HTTP: a catalogue "
+                                         "is made in a local folder")
+        return RemoteCatalogue(str(location))
+    return Catalogue(location, create=create)

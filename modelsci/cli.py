@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -30,8 +31,11 @@ import modelsci
 from modelsci import catalogue
 from modelsci.catalogue.integrity import check as check_catalogue
 from modelsci.catalogue.readonly import one_line
+from modelsci.catalogue.remote import is_url
 from modelsci.catalogue.transfer import export as export_catalogue
 from modelsci.catalogue.transfer import import_export
+from modelsci.catalogue.upgrade import upgrade as upgrade_catalogue
+from modelsci.http_serve import make_server
 from modelsci.schemas.errors import MissingExtraError, ModelsciError
 
 app = typer.Typer(
@@ -57,8 +61,9 @@ class Format(str, Enum):
     parquet = "parquet"
 
 
-CatalogueOption = Annotated[Path | None, typer.Option(
-    "--catalogue", "-C", help="Catalogue directory (else $MODELSCI_CATALOGUE, else ./modelsci-catalogue).")]
+CatalogueOption = Annotated[str | None, typer.Option(
+    "--catalogue", "-C", help="Catalogue directory (else $MODELSCI_CATALOGUE, else ./modelsci-catalogue), or the "
+                              "http(s) URL of a published catalogue, read-only.")]
 AsOfOption = Annotated[str | None, typer.Option(
     "--as-of", help="Answer as the catalogue stood after this commit (id, id prefix or seq).")]
 
@@ -70,15 +75,26 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(catalogue_dir: CatalogueOption = None,
+def _main(ctx: typer.Context, catalogue_dir: CatalogueOption = None,
           version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
     _state["catalogue"] = catalogue_dir
+    _state["command"] = ctx.invoked_subcommand
+
+
+# Commands that only read through the catalogue's queries, and so answer on a published one (a URL) too.
+_PUBLISHED_READS = {"sql", "findings", "history", "show"}
 
 
 def _open(*, create: bool = False) -> catalogue.Catalogue:
     """The catalogue the command works on; only submit, import and demo make one where there is none."""
-    return catalogue.open(_state["catalogue"], create=create)
+    location = _state["catalogue"]
+    if location is None and "MODELSCI_CATALOGUE" in os.environ:
+        location = os.environ["MODELSCI_CATALOGUE"]
+    if is_url(location) and _state.get("command") not in _PUBLISHED_READS:
+        _fail(f"`modelsci {_state.get('command')}` needs a local catalogue folder: {location} is a published "
+              f"catalogue, read-only over HTTP ({', '.join(sorted(_PUBLISHED_READS))} read it)")
+    return catalogue.open(location, create=create)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -146,7 +162,8 @@ def sql(
 ) -> None:
     """Run a read-only SQL query over the catalogue, within a time and a memory limit.
 
-    Tables: models, datasets, analyses, runs, findings, findings_current, finding_links, commits, artifacts.
+    Tables: models, datasets, analyses, runs, findings, findings_current, findings_summary, finding_links, commits,
+    artifacts.
 
     An artifact's rows: SELECT * FROM 'artifacts/<sha256>.parquet'.
 
@@ -165,16 +182,21 @@ def sql(
 def findings(
     model: Annotated[str | None, typer.Option(help="Model id or id prefix.")] = None,
     analysis: Annotated[str | None, typer.Option(help="Analysis name, e.g. evaluation.performance.")] = None,
-    all_versions: Annotated[bool, typer.Option("--all", help="Every version, not only the current one.")] = False,
-    contradicted: Annotated[bool, typer.Option("--contradicted", help="Findings that contradict their previous version.")] = False,
+    seeds: Annotated[bool, typer.Option("--seeds", help="Each seed's current finding, not their summary.")] = False,
+    all_versions: Annotated[bool, typer.Option(
+        "--all", help="Every finding: superseded versions and verification runs' findings too.")] = False,
+    contradicted: Annotated[bool, typer.Option(
+        "--contradicted", help="Findings that contradict another: their previous version, the first seed's, "
+                               "or the original a verification re-ran.")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     as_of: AsOfOption = None,
 ) -> None:
-    """List findings (current versions unless --all).
+    """List findings: one row per replication key, the seeds summarised (findings_summary).
 
-    Example: modelsci findings --analysis evaluation.performance --contradicted
+    --seeds lists each seed's current finding; --all every finding.
+    Example: modelsci findings --analysis attribution.kernel_shap --seeds
     """
-    _emit(_open().findings(model=model, analysis=analysis, all_versions=all_versions,
+    _emit(_open().findings(model=model, analysis=analysis, seeds=seeds, all_versions=all_versions,
                            contradicted=contradicted, as_of=as_of), fmt)
 
 
@@ -222,6 +244,22 @@ def check() -> None:
     console.print(f"ok: catalogue consistent, {report.artifacts_checked} artifact file(s) verified")
 
 
+@app.command()
+def upgrade() -> None:
+    """Upgrade a catalogue made by an earlier modelsci in place: recompute its ids, versions and links.
+
+    One transaction: interrupted, the catalogue stays as it was. Commit ids change (seqs stay).
+    Example: modelsci upgrade
+    """
+    report = upgrade_catalogue(_open())
+    if not report.upgraded:
+        console.print(f"the catalogue is of id format {report.to_format} already; nothing to do")
+        return
+    console.print(f"upgraded id format {report.from_format} -> {report.to_format}: {report.findings} findings "
+                  f"over {len(report.commits)} commits, {report.judgments} replication judgments; commit ids "
+                  "changed, their seq numbers did not")
+
+
 @app.command("export")
 def export_(
     out: Annotated[Path, typer.Argument(help="Folder to write the export to.")],
@@ -238,16 +276,71 @@ def export_(
 
 
 @app.command("import")
-def import_(src: Annotated[Path, typer.Argument(help="An export folder.")]) -> None:
+def import_(
+    src: Annotated[Path, typer.Argument(help="An export folder.")],
+    verify_fraction: Annotated[float | None, typer.Option(
+        "--verify", min=0.0, max=1.0, help="Then re-run this share of the imported runs (see `modelsci verify`).")] = None,
+    seed: Annotated[int, typer.Option(help="With --verify: seed of the sample.")] = 0,
+    device: Annotated[str, typer.Option(help="With --verify: auto, cpu or cuda.")] = "auto",
+) -> None:
     """Merge an export into the catalogue; importing the same export twice changes nothing.
 
-    Example: modelsci import ./catalogue-export
+    With --verify F, a random share F of the runs it added is then re-run here and judged
+    against the imported findings, as `modelsci verify` does; exit 1 if any is contradicted.
+    Example: modelsci import ./catalogue-export --verify 0.1
     """
-    report = import_export(_open(create=True), src)
+    cat = _open(create=True)
+    before = {r["id"] for r in cat.query("SELECT id FROM runs").to_pylist()} if verify_fraction else set()
+    report = import_export(cat, src)
     console.print(f"imported {len(report.landed)} commit(s); {len(report.already_present)} "
                   "already present")
     for note in report.notes():
         err.print(f"note: {note}", soft_wrap=True)
+    if verify_fraction:
+        added = {r["id"] for r in cat.query("SELECT id FROM runs").to_pylist()} - before
+        _verify(cat, device, fraction=verify_fraction, seed=seed, among=added)
+
+
+@app.command()
+def verify(
+    fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Share of the runs to re-run (default 1).")] = None,
+    runs: Annotated[int | None, typer.Option(min=1, help="Number of runs to re-run, instead of --fraction.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random sample of runs.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+) -> None:
+    """Re-run a random sample of the catalogue's runs and judge their findings against the stored ones.
+
+    Each run is rebuilt from its recorded provenance (model, dataset, analysis@version, params,
+    seed) with the models and data available here, and committed as a verification run: its
+    findings are linked replicates or contradicts to the originals and never change which
+    version is current. Exit 1 when any run is contradicted.
+    Example: modelsci verify --fraction 0.2 --seed 7
+    """
+    if fraction is not None and runs is not None:
+        raise typer.BadParameter("give --fraction or --runs, not both")
+    _verify(_open(), device, fraction=fraction, runs=runs, seed=seed)
+
+
+def _verify(cat: catalogue.Catalogue, device: str, *, fraction: float | None = None, runs: int | None = None,
+            seed: int = 0, among: set[str] | None = None) -> None:
+    with _needs("hf", "verify"):
+        from modelsci.verify import sample_runs
+        from modelsci.verify import verify as verify_runs
+
+    sample = sample_runs(cat, fraction=fraction, runs=runs, seed=seed, among=among)
+    console.print(f"verifying {len(sample)} run(s) ...")
+
+    def show(verdict: Any) -> None:
+        if verdict.outcome != "replicated":
+            console.print(f"{verdict.outcome:<13} {verdict.run_id[:19]}  {verdict.analysis_id}: {verdict.detail}",
+                          soft_wrap=True)
+
+    report = verify_runs(cat, sample, device=device, on_verdict=show)
+    counts = {o: len(report.of(o)) for o in ("replicated", "contradicted", "unverifiable")}
+    console.print(f"{counts['replicated']} replicated, {counts['contradicted']} contradicted, "
+                  f"{counts['unverifiable']} could not be verified")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -255,6 +348,8 @@ def submit(
     manifest: Annotated[Path, typer.Argument(help="A submission manifest (YAML).")],
     run_now: Annotated[bool, typer.Option("--run", help="Run the planned runs at once.")] = False,
     rerun: Annotated[bool, typer.Option("--rerun", help="Plan every run again; its findings become new versions.")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Queue again the runs that failed for a reason that cannot change on its own.")] = False,
     device: Annotated[str, typer.Option(help="With --run: auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Validate a manifest, register its model and dataset, and queue its runs.
@@ -268,14 +363,21 @@ def submit(
 
     cat = _open(create=True)
     with console.status("resolving the model and dataset ..."):
-        submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun, base_dir=manifest.parent)
+        submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun, retry_failed=retry_failed,
+                                     base_dir=manifest.parent)
     console.print(f"model   {submission.model.id}  ({submission.model.framework}, "
                   f"{submission.model.instance.source_uri})")
     if submission.dataset is not None:
         console.print(f"dataset {submission.dataset.id}  ({submission.dataset.entity.source_uri}, "
                       f"{submission.dataset.entity.rows} rows)")
+    if submission.train is not None:
+        console.print(f"train   {submission.train.id}  ({submission.train.entity.source_uri}, "
+                      f"{submission.train.entity.rows} rows)")
     for run_id in submission.queued:
         console.print(f"queued  {run_id}")
+    if submission.failed_before:
+        console.print(f"{len(submission.failed_before)} run(s) failed before; --retry-failed queues them again "
+                      "(see `modelsci status` for their errors)")
     if submission.already_planned:
         console.print(f"{len(submission.already_planned)} run(s) already planned, not queued again "
                       "(--rerun to make new versions)")
@@ -328,13 +430,31 @@ def status(
 
 
 @app.command()
-def analyses() -> None:
+def analyses(
+    describe: Annotated[str | None, typer.Option("--describe", metavar="NAME", help=(
+        "Print one analysis' documentation (Markdown): parameters, seed, and each finding kind it writes "
+        "with what its value means, its unit, interval, metrics keys and artifact columns."))] = None,
+) -> None:
     """List the registered analyses with their parameters and defaults, and those not installed.
 
-    Example: modelsci analyses
+    Example: modelsci analyses --describe evaluation.performance
     """
+    from modelsci.analyses.base import describe as describe_analysis
     from modelsci.analyses.base import registry, unavailable
 
+    if describe is not None:
+        plugin = registry().get(describe)
+        if plugin is None:
+            missing = unavailable().get(describe)
+            if missing is not None:
+                _fail(f"analysis {describe} is not installed here: {missing.install}")
+            import difflib
+
+            close = difflib.get_close_matches(describe, list(registry()), n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; `modelsci analyses` lists them"
+            _fail(f"no analysis named {describe!r}{hint}")
+        sys.stdout.write(describe_analysis(plugin))  # as is: Markdown, not rich markup or emoji codes
+        return
     for name, plugin in registry().items():
         console.print(Text.assemble((name, "bold"), f" @{plugin.version}  ({plugin.family}, {plugin.pillar.value})"))
         console.print(f"  {plugin.description}", soft_wrap=True)
@@ -379,23 +499,44 @@ def site_serve(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The built site (default: <catalogue>/site).")] = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the built site locally (build it first with `modelsci site build`).
+    """Serve the built site (or a published folder) locally, answering range requests.
 
+    Build it first with `modelsci site build` or `modelsci publish DIR` (then --out DIR).
     Example: modelsci site serve --port 8000
     """
-    import functools
-    import http.server
-
     root = out or _open().root / "site"
     if not (root / "index.html").is_file():
         _fail(f"no built site at {root}; run `modelsci site build` first")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+    with make_server(root, "127.0.0.1", port) as server:
         console.print(f"serving {root} at http://127.0.0.1:{port}/ (Ctrl-C to stop)")
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+
+
+@app.command()
+def publish(
+    out: Annotated[Path, typer.Argument(help="Folder to publish into: serve it as it is.")],
+    url: Annotated[str | None, typer.Option(help="Where the folder will be served, for croissant.json.")] = None,
+    max_finding_pages: Annotated[int, typer.Option(help="Above this many findings, findings are rows of their model's page.")] = 5000,
+) -> None:
+    """Write what a static host needs: the site, its Parquet export in data/, croissant.json, a dataset card.
+
+    Serve the folder as it is; modelsci.open("https://host/path/") and `modelsci --catalogue URL sql` read it
+    over HTTP, and datasets.load_dataset(folder, "findings") reads a table.
+    Example: modelsci publish ./public
+    """
+    with _needs("site", "publish"):
+        from modelsci.publish import publish as publish_catalogue
+
+    with console.status("publishing ..."):
+        report = publish_catalogue(_open(), out, max_finding_pages=max_finding_pages, url=url)
+    for note in report.site.notes:
+        err.print(f"note: {note}")
+    console.print(f"published to {report.out}: the site ({report.site.pages} pages), data/ "
+                  f"({len(report.manifest['tables'])} tables, {report.manifest['artifacts']['files']} artifact "
+                  "files), croissant.json and README.md")
 
 
 @app.command()

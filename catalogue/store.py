@@ -244,8 +244,8 @@ class Catalogue:
                     "f.ci_low, f.ci_high, f.n, f.unit, f.statement")
         else:
             source = "findings_summary f"
-            cols = ("f.replication_key, f.kind, f.subject, f.model_id, f.analysis_name, f.n_seeds, f.mean, "
-                    "f.ci_low, f.ci_high, f.min, f.max, f.all_replicate, f.unit, f.statement")
+            cols = ("f.model_id, f.analysis_name, f.kind, f.subject, f.n_seeds, f.mean, f.ci_low, f.ci_high, "
+                    "f.all_replicate, f.unit, f.first_id")
             order = "f.model_id, f.analysis_name, f.kind, f.subject"
         sql = f"SELECT {cols} FROM {source}"
         if where:

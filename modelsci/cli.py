@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -132,11 +133,40 @@ def _emit(table: pa.Table, fmt: Format = Format.table, out: Path | None = None) 
     else:
         if out is not None:
             _fail("--out needs --format csv, json or parquet")
-        view = Table(*table.column_names, show_lines=False)
-        for row in table.to_pylist():
-            view.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
-        console.print(view)
+        rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+        widths = [max([len(name), *(len(r[i]) for r in rows)]) for i, name in enumerate(table.column_names)]
+        if sum(widths) + 2 * len(widths) <= console.width:
+            view = Table(*table.column_names, show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
+            for row in rows:
+                view.add_row(*map(Text, row))
+            console.print(view)
+        else:  # too wide for the terminal: one block per row, every value whole (folded, never cut)
+            _print_records(table.column_names, rows)
         console.print(f"{table.num_rows} row{'s' if table.num_rows != 1 else ''}", style="dim")
+
+
+def _print_records(names: list[str], rows: list[list[str]]) -> None:
+    label = max(map(len, names))
+    for i, row in enumerate(rows, start=1):
+        console.rule(f"{i}", align="left", characters="-")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, min_width=label)
+        grid.add_column(overflow="fold")
+        for name, value in zip(names, row):
+            grid.add_row(Text(name, style="bold"), Text(value))
+        console.print(grid)
+
+
+def _cell(value: Any) -> str:
+    """A value as a terminal table shows it: ids cut to 12 hex digits (a prefix any command
+    takes), numbers to 4 significant digits; the other formats keep every digit."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str) and value.startswith("sha256:") and len(value) == 71:
+        return value[7:19]
+    return str(value)
 
 
 def _write_text(text: str, out: Path | None) -> None:
@@ -331,9 +361,8 @@ def _verify(cat: catalogue.Catalogue, device: str, *, fraction: float | None = N
     console.print(f"verifying {len(sample)} run(s) ...")
 
     def show(verdict: Any) -> None:
-        if verdict.outcome != "replicated":
-            console.print(f"{verdict.outcome:<13} {verdict.run_id[:19]}  {verdict.analysis_id}: {verdict.detail}",
-                          soft_wrap=True)
+        detail = f": {verdict.detail}" if verdict.outcome != "replicated" else ""
+        console.print(f"{verdict.outcome:<13} {verdict.run_id[:19]}  {verdict.analysis_id}{detail}", soft_wrap=True)
 
     report = verify_runs(cat, sample, device=device, on_verdict=show)
     counts = {o: len(report.of(o)) for o in ("replicated", "contradicted", "unverifiable")}

@@ -364,6 +364,16 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
     _write(docs / "datasets" / "index.md", env.get_template("datasets.md.j2").render(**common))
     _write(docs / "analyses" / "index.md", env.get_template("analyses.md.j2").render(**common))
     pages += 4
+    boards = _leaderboards(site)
+    boards_by_analysis: dict[str, list[dict]] = defaultdict(list)
+    boards_by_dataset: dict[str, list[dict]] = defaultdict(list)
+    for board in boards:
+        boards_by_analysis[board["analysis"]].append(board)
+        boards_by_dataset[board["dataset_id"]].append(board)
+    failed_runs: dict[str, list[dict]] = defaultdict(list)
+    for run in sorted(site.runs.values(), key=lambda r: (r["analysis_id"], r["seed"], r["id"])):
+        if run["status"] == "failed":
+            failed_runs[run["model_id"]].append(run)
     model_template = env.get_template("model.md.j2")
     by_model: dict[str, list[dict]] = defaultdict(list)
     for f in site.findings.values():
@@ -372,7 +382,7 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
         findings = sorted(by_model.get(model["id"], []),
                           key=lambda f: (f["analysis_name"], f["kind"], f["subject"], f["seed"], f["version"] or 0))
         _write(docs / "models" / f"{slug(model['id'])}.md", model_template.render(
-            **common, model=model,
+            **common, model=model, card=_summary_card(site, model, failed_runs.get(model["id"], [])),
             groups=_groups(site, site.summaries.get(model["id"], []), _model_plots(site, model, findings)),
             seeds=[f for f in findings if f["status"] == "current"],
             superseded=[f for f in findings if f["status"] == "superseded"],
@@ -383,13 +393,14 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
     for dataset in site.datasets.values():
         used = sorted({f["model_id"] for f in site.findings.values() if f["dataset_id"] == dataset["id"]})
         _write(docs / "datasets" / f"{slug(dataset['id'])}.md", dataset_template.render(
-            **common, dataset=dataset, models=[site.models[m] for m in used if m in site.models]))
+            **common, dataset=dataset, models=[site.models[m] for m in used if m in site.models],
+            boards=boards_by_dataset.get(dataset["id"], [])))
         pages += 1
     analysis_template = env.get_template("analysis.md.j2")
     for name, versions in site.analyses_by_name.items():
         findings = [f for f in site.findings.values() if f["analysis_name"] == name and f["status"] == "current"]
         _write(docs / "analyses" / f"{slug(name)}.md", analysis_template.render(
-            **common, name=name, versions=versions, leaderboard=_leaderboard(site, findings),
+            **common, name=name, versions=versions, boards=boards_by_analysis.get(name, []),
             doc=registry().get(name), describe_command=f"modelsci analyses --describe {name}",
             models=[site.models[m] for m in sorted({f["model_id"] for f in findings}) if m in site.models]))
         pages += 1
@@ -423,14 +434,54 @@ def _groups(site: Site, current: list[dict], model_plots: list[dict]) -> list[tu
     return grouped
 
 
-def _leaderboard(site: Site, findings: list[dict]) -> dict[str, Any]:
-    """Models x whole-model finding kinds (subject empty), when there is more than one model."""
-    kinds = sorted({f["kind"] for f in findings if f["subject"] == "" and f["value"] is not None})
-    rows: dict[str, dict[str, dict]] = defaultdict(dict)
-    for f in findings:
-        if f["subject"] == "" and f["kind"] in kinds:
-            rows[f["model_id"]][f["kind"]] = f
-    return {"kinds": kinds, "rows": [(site.models[m], r) for m, r in rows.items() if m in site.models]}
+# Kinds whose smaller values are better: their leaderboards list the smallest first. Every other
+# kind lists the largest first (for most, larger is better; for the rest no order is "best").
+LOWER_IS_BETTER = frozenset({"expected_calibration_error", "mse", "deletion_auc", "hallucination_rate"})
+
+
+def _leaderboards(site: Site) -> list[dict[str, Any]]:
+    """One board per (analysis, dataset, params_hash, kind) of whole-model summaries, its models best first.
+
+    Only findings on the same data with the same parameters are comparable, so each such group
+    is a table of its own; seeds are summarised (``findings_summary``: mean and interval).
+    """
+    groups: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
+    for model_id, rows in site.summaries.items():
+        if model_id not in site.models:
+            continue
+        for s in rows:
+            if s["subject"] == "" and s["mean"] is not None and s["mean"] == s["mean"]:  # NaN != NaN
+                groups[(s["analysis_name"], s["dataset_id"] or "", s["params_hash"], s["kind"])].append(s)
+    boards = []
+    for (analysis, dataset_id, params_hash, kind), rows in sorted(groups.items()):
+        ascending = kind in LOWER_IS_BETTER
+        rows.sort(key=lambda s: (s["mean"] if ascending else -s["mean"], s["model_id"]))
+        first = site.findings.get(rows[0]["first_id"])
+        run = site.runs.get(first["run_id"]) if first else None
+        boards.append({"analysis": analysis, "dataset": site.datasets.get(dataset_id), "dataset_id": dataset_id,
+                       "params_hash": params_hash, "params": run["params"] if run else None, "kind": kind,
+                       "ascending": ascending, "rows": [(site.models[s["model_id"]], s) for s in rows]})
+    return boards
+
+
+def _summary_card(site: Site, model: dict, failed: list[dict]) -> dict[str, list]:
+    """What the top of a model's page says at a glance: headline summaries, each a finding to link to."""
+    rows = site.summaries.get(model["id"], [])
+    family = {name: versions[0]["family"] for name, versions in site.analyses_by_name.items()}
+    metrics = sorted((s for s in rows if s["analysis_name"] == "evaluation.performance" and s["subject"] == ""),
+                     key=lambda s: (s["dataset_id"] or "", s["params_hash"], s["kind"]))
+    features: list[dict] = []
+    by_group: dict[tuple, list[dict]] = defaultdict(list)
+    for s in rows:
+        if s["kind"] == "feature_importance" and s["mean"] is not None:
+            by_group[(s["analysis_name"], s["dataset_id"] or "", s["params_hash"])].append(s)
+    for _, importance in sorted(by_group.items()):
+        features.extend(sorted(importance, key=lambda s: -s["mean"])[:3])
+    if not features:  # an attribution that writes the top feature alone
+        features = [s for s in rows if s["kind"] == "most_important_feature"]
+    headlines = [s for s in rows if family.get(s["analysis_name"]) in ("multiplicity", "hallucination")
+                 and s["subject"] == ""]
+    return {"metrics": metrics, "features": features, "headlines": headlines, "failed": failed}
 
 
 def _model_plots(site: Site, model: dict, findings: list[dict]) -> list[dict[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelsci.catalogue.schema import SUMMARY_COLUMNS, TABLES, VIEWS
+from modelsci.catalogue.schema import LINEAGE_COLUMNS, SUMMARY_COLUMNS, TABLES, VIEWS
 
 __all__ = ["README_BEGIN", "README_END", "export_readme", "tables_reference"]
 
@@ -15,7 +15,12 @@ _EXTRA_COLUMNS = {
     "findings": [("status", "VARCHAR", "`current` or `superseded` (as of the commit queried), or `verification` "
                                        "for a verification run's finding (never current)")],
 }
-_VIEW_COLUMNS = {"findings_summary": SUMMARY_COLUMNS}
+_VIEW_COLUMNS = {
+    "findings_summary": SUMMARY_COLUMNS,
+    "findings_lineage": LINEAGE_COLUMNS + tuple(
+        (c.name, c.sql_type, c.description) for c in TABLES["findings"].columns if c.name != "model_id")
+    + tuple(_EXTRA_COLUMNS["findings"]),
+}
 
 
 def tables_reference() -> str:

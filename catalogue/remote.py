@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from modelsci.catalogue.readonly import ReaderLimits, check_read_only, one_line, run_bounded
 from modelsci.catalogue.schema import ID_FORMAT, SCHEMA_VERSION, TABLES, create_views
-from modelsci.catalogue.store import Catalogue, _resolve_commit
+from modelsci.catalogue.store import Catalogue, mark_json, resolve_commit
 from modelsci.catalogue.transfer import EXPORTED, FORMAT
 from modelsci.schemas.bundle import ResultBundle
 from modelsci.schemas.entities import Commit
@@ -97,7 +97,7 @@ class RemoteCatalogue(Catalogue):
         try:
             con.register_filesystem(_filesystem(self.timeout))
             _create_store(con, self, history=as_of is not None)
-            seq = None if as_of is None else _resolve_commit(con, str(as_of))
+            seq = None if as_of is None else resolve_commit(con, str(as_of))
             create_views(con, as_of_seq=seq, temporary=False)
             yield con
         finally:
@@ -111,7 +111,8 @@ class RemoteCatalogue(Catalogue):
         limits = ReaderLimits.resolve(timeout, memory_limit)
         with self.reader(as_of) as con:
             query = _lock_down(con, self, query, limits)
-            return run_bounded(con, query, limits)
+            types = con.sql(query).types  # binds the query only: what run_bounded's Arrow loses
+            return mark_json(run_bounded(con, query, limits), types)
 
     # -- writing: refused ------------------------------------------------------------------
 

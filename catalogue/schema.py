@@ -28,7 +28,7 @@ from modelsci.catalogue.queue import QUEUE_DDL
 from modelsci.schemas.entities import ENTITIES
 from modelsci.schemas.errors import ModelsciError
 
-__all__ = ["ID_FORMAT", "KEY_BITS_SQL", "SCHEMA_VERSION", "SUMMARY_COLUMNS", "TABLES", "VIEWS", "OldFormatError",
+__all__ = ["ID_FORMAT", "KEY_BITS_SQL", "LINEAGE_COLUMNS", "SCHEMA_VERSION", "SUMMARY_COLUMNS", "TABLES", "VIEWS", "OldFormatError",
            "TableSpec", "create_schema", "create_tables", "create_views", "id_format", "key_bits",
            "require_current_format", "set_by_catalogue", "upgrade_store"]
 
@@ -125,6 +125,11 @@ VIEWS: dict[str, str] = {
                         "the seeds' values summarised. The first seed is the lowest one with a current finding; "
                         "each other seed's finding is judged against it (`replicates` or `contradicts`). This is "
                         "what `modelsci findings` and the site show by default.",
+    "findings_lineage": "Each model's current findings beside those of its relatives through `models.base_model_id`: "
+                        "one row per (model, current finding of the model itself, of an ancestor (its base model, "
+                        "that model's base, ...) or of a descendant (a model derived or fine-tuned from it, ...)). "
+                        "Filter on `model_id` for one model's lineage; `relative_id` is the model the finding is "
+                        "about. The other columns are `findings_current`'s.",
 }
 
 SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -151,6 +156,16 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("statement", "VARCHAR", "The first seed's statement."),
 )
 """``findings_summary``'s columns: name, type, description."""
+
+LINEAGE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("model_id", "VARCHAR", "The model whose lineage this is."),
+    ("relation", "VARCHAR", "What the finding's model is to it: `self`, `ancestor` or `descendant`."),
+    ("distance", "BIGINT", "Steps along `base_model_id` between the two: 0 for `self`, 1 for the base model or a "
+                           "model derived directly from it, ..."),
+    ("relative_id", "VARCHAR", "The model the finding is about (the finding's own `model_id`)."),
+)
+"""``findings_lineage``'s own columns: name, type, description; ``findings_current``'s follow them."""
+_LINEAGE_MAX_DEPTH = 64  # a crafted import could make base_model_id a cycle: stop walking it somewhere
 
 # t(0.975, df) for df 1..30, beyond which the Cornish-Fisher expansion in z below is within 2e-6.
 _T_975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
@@ -192,9 +207,12 @@ def require_current_format(con: duckdb.DuckDBPyConnection, root: object) -> None
 
 
 def upgrade_store(con: duckdb.DuckDBPyConnection, root: object) -> None:
-    """Before a writer's first commit: refuse an older id format, and create the queue if it is missing."""
+    """Before a writer's first commit: refuse an older id format, and create the queue and views if missing."""
     require_current_format(con, root)
     con.execute(QUEUE_DDL)
+    stored = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT temporary").fetchall()}
+    if not set(VIEWS) <= stored:  # a catalogue made before a view was added gets it on its next write
+        create_views(con, as_of_seq=None, temporary=False)
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -244,6 +262,7 @@ def _view_selects(as_of_seq: int | None) -> dict[str, str]:
             selects[spec.name] = f"SELECT {cols} FROM store.{spec.name}{upto}"
     selects["findings_current"] = "SELECT * FROM findings WHERE status = 'current'"
     selects["findings_summary"] = _SUMMARY
+    selects["findings_lineage"] = _LINEAGE
     return selects
 
 
@@ -286,3 +305,19 @@ SELECT a.replication_key, a.model_id, a.dataset_id, a.analysis_name, a.params_ha
        CASE WHEN a.n_seeds > 1 AND j.n_judged = j.n_later THEN j.replicate END AS all_replicate,
        a.first_id, a.statement
 FROM agg a LEFT JOIN judged j ON j.replication_key = a.replication_key AND j.model_id = a.model_id"""
+
+
+# Only public views are read, so that the definition answers under as_of (temporary views shadow
+# them) and on a published catalogue (whose store tables are views over Parquet).
+_LINEAGE = f"""
+WITH RECURSIVE up(model_id, relative_id, distance) AS (
+    SELECT id, base_model_id, 1 FROM models WHERE base_model_id IS NOT NULL
+    UNION ALL
+    SELECT u.model_id, m.base_model_id, u.distance + 1 FROM up u JOIN models m ON m.id = u.relative_id
+    WHERE m.base_model_id IS NOT NULL AND u.distance < {_LINEAGE_MAX_DEPTH}),
+rel AS (
+    SELECT id AS model_id, 'self' AS relation, 0 AS distance, id AS relative_id FROM models
+    UNION ALL SELECT model_id, 'ancestor', distance, relative_id FROM up
+    UNION ALL SELECT relative_id, 'descendant', distance, model_id FROM up)
+SELECT r.model_id, r.relation, r.distance::BIGINT AS distance, r.relative_id, f.* EXCLUDE (model_id)
+FROM rel r JOIN findings_current f ON f.model_id = r.relative_id"""

@@ -31,11 +31,14 @@ from modelsci.schemas.entities import Commit
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["DEFAULT_LOCATION", "Catalogue", "UnknownCommitError", "UnknownIdError", "NoCatalogueError",
-           "default_location"]
+__all__ = ["DEFAULT_LOCATION", "JSON_FIELD", "Catalogue", "UnknownCommitError", "UnknownIdError",
+           "NoCatalogueError", "default_location", "json_columns", "mark_json",
+           "resolve_commit"]
 
 DEFAULT_LOCATION = "modelsci-catalogue"
 DB_NAME = "catalogue.duckdb"
+JSON_FIELD = {b"modelsci.sql_type": b"JSON"}
+"""Metadata of an Arrow field that holds JSON text: DuckDB hands JSON columns to Arrow as plain strings."""
 
 
 class NoCatalogueError(ModelsciError, FileNotFoundError):
@@ -176,7 +179,7 @@ class Catalogue:
     # -- reading ---------------------------------------------------------------------------
 
     @contextmanager
-    def reader(self, as_of: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    def reader(self, as_of: str | int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-only connection, its views cut off at commit ``as_of`` if given."""
         if self._held is not None:
             raise RuntimeError("this catalogue is held for writing (inside `writing()`); read after the block ends")
@@ -186,12 +189,12 @@ class Catalogue:
                 require_current_format(con, self.root)
                 self._format_checked = True
             if as_of is not None:
-                create_views(con, as_of_seq=_resolve_commit(con, as_of), temporary=True)
+                create_views(con, as_of_seq=resolve_commit(con, as_of), temporary=True)
             yield con
         finally:
             con.close()
 
-    def sql(self, query: str, *, as_of: str | None = None, timeout: float | None = None,
+    def sql(self, query: str, *, as_of: str | int | None = None, timeout: float | None = None,
             memory_limit: int | str | None = None) -> pa.Table:
         """Run a reader's query (SELECT only, no file access beyond its artifacts) as Arrow.
 
@@ -204,16 +207,18 @@ class Catalogue:
         limits = ReaderLimits.resolve(timeout, memory_limit)
         with self.reader(as_of) as con:
             query = lock_down(con, self.root, query, limits)
-            return run_bounded(con, query, limits)
+            types = con.sql(query).types  # binds the query only: what run_bounded's Arrow loses
+            return mark_json(run_bounded(con, query, limits), types)
 
     def query(self, query: str, params: list[Any] | dict[str, Any] | None = None, *,
-              as_of: str | None = None) -> pa.Table:
+              as_of: str | int | None = None) -> pa.Table:
         """Run one of modelsci's own parametrised queries (trusted SQL) as Arrow."""
         with self.reader(as_of) as con:
-            return con.sql(query, params=params or None).to_arrow_table()
+            relation = con.sql(query, params=params or None)
+            return mark_json(relation.to_arrow_table(), relation.types)
 
     def findings(self, *, model: str | None = None, analysis: str | None = None, seeds: bool = False,
-                 all_versions: bool = False, contradicted: bool = False, as_of: str | None = None) -> pa.Table:
+                 all_versions: bool = False, contradicted: bool = False, as_of: str | int | None = None) -> pa.Table:
         """The findings summary (``findings_summary``: one row per replication key, the seeds'
         values summarised), filtered by model id prefix and analysis name.
 
@@ -224,6 +229,7 @@ class Catalogue:
         """
         where, params = [], []
         if model:
+            self._model_ids(model, as_of=as_of)  # a prefix that matches no model is an error, not no rows
             where.append("starts_with(f.model_id, ?)")
             params.append(_id_prefix(model))
         if analysis:
@@ -253,7 +259,25 @@ class Catalogue:
         sql += f" ORDER BY {order}"
         return self.query(sql, params, as_of=as_of)
 
-    def verification(self, run_id: str, *, as_of: str | None = None) -> pa.Table:
+    def model_id(self, ref: str, *, as_of: str | int | None = None) -> str:
+        """The id of the one model whose id is ``ref`` or starts with it (``UnknownIdError`` otherwise)."""
+        ids = self._model_ids(ref, as_of=as_of)
+        if len(ids) > 1:
+            raise UnknownIdError(f"model prefix {ref!r} is ambiguous: {len(ids)} models match "
+                                 f"({', '.join(i[7:19] for i in ids[:3])}{', ...' if len(ids) > 3 else ''}); "
+                                 "give more of the id")
+        return ids[0]
+
+    def _model_ids(self, ref: str, *, as_of: str | int | None = None) -> list[str]:
+        """Ids of the models whose id starts with ``ref``; ``UnknownIdError`` when there is none."""
+        rows = self.query("SELECT id FROM models WHERE starts_with(id, $ref) ORDER BY id",
+                          {"ref": _id_prefix(ref.strip())}, as_of=as_of).column("id").to_pylist()
+        if not rows:
+            raise UnknownIdError(f"no model {ref!r} in the catalogue (`modelsci sql \"SELECT id FROM models\"` "
+                                 "lists them)")
+        return rows
+
+    def verification(self, run_id: str, *, as_of: str | int | None = None) -> pa.Table:
         """What a verification run showed: each finding of the run it verified, beside the
         verification run's finding of the same key and the judgment linking them (null where the
         re-run made no such finding, or either value is null)."""
@@ -269,7 +293,7 @@ class Catalogue:
                  AND l.relation IN ('replicates', 'contradicts')
             ORDER BY kind, subject""", {"run": run_id}, as_of=as_of)
 
-    def history(self, key_or_id: str, *, as_of: str | None = None) -> pa.Table:
+    def history(self, key_or_id: str, *, as_of: str | int | None = None) -> pa.Table:
         """Every version of one finding key (given the key or any version's id), oldest first, then
         the verification runs' findings of the key; each with its judgment against the version
         before it (or the verified original)."""
@@ -286,7 +310,7 @@ class Catalogue:
             FROM findings f JOIN k USING (key_id) JOIN commits c ON c.id = f.commit_id
             ORDER BY f.key_id, f.version NULLS LAST, c.seq""", {"ref": ref}, as_of=as_of)
 
-    def show(self, ref: str, *, as_of: str | None = None) -> dict[str, Any]:
+    def show(self, ref: str, *, as_of: str | int | None = None) -> dict[str, Any]:
         """The row with this id (or unique id prefix) in whichever table holds it, with its links."""
         full = _id_prefix(ref)
         matches: list[tuple[str, dict[str, Any]]] = []
@@ -315,6 +339,22 @@ class Catalogue:
         return Commit(**rows[0]) if rows else None
 
 
+def json_columns(schema: pa.Schema) -> list[str]:
+    """Names of the fields of a table from ``sql`` or ``query`` that hold JSON text."""
+    return [f.name for f in schema if f.metadata and f.metadata.get(b"modelsci.sql_type") == b"JSON"]
+
+
+def mark_json(table: pa.Table, types: list[Any]) -> pa.Table:
+    """``table`` with its JSON-typed columns (by DuckDB's types) marked by ``JSON_FIELD``."""
+    marked = [i for i, t in enumerate(types) if str(t) == "JSON"]
+    if not marked or len(types) != table.num_columns:
+        return table
+    schema = table.schema
+    for i in marked:
+        schema = schema.set(i, schema.field(i).with_metadata(JSON_FIELD))
+    return table.cast(schema)
+
+
 def _id_prefix(ref: str) -> str:
     """An id or id prefix as typed, with the ``sha256:`` that every id starts with."""
     return ref if ref.startswith("sha256:") else f"sha256:{ref}"
@@ -325,9 +365,11 @@ _SEQ = re.compile(r"[0-9]{1,11}")
 _COMMIT_PREFIX = re.compile(r"(sha256:)?[0-9a-fA-F]{1,64}")
 
 
-def _resolve_commit(con: duckdb.DuckDBPyConnection, ref: str) -> int:
+def resolve_commit(con: duckdb.DuckDBPyConnection, ref: str | int) -> int:
     """Sequence number of a commit given by id, unique id prefix (with or without ``sha256:``) or seq."""
-    ref = ref.strip()
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)):  # True is an int, and no commit
+        raise UnknownCommitError(f"{ref!r} is not a commit: give its seq (a number), its id or a prefix of it")
+    ref = str(ref).strip()
     if _SEQ.fullmatch(ref):
         row = con.execute("SELECT seq FROM store.commits WHERE seq = ?", [int(ref)]).fetchall()
     elif _COMMIT_PREFIX.fullmatch(ref):

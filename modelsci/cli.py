@@ -33,6 +33,8 @@ from modelsci import catalogue
 from modelsci.catalogue.integrity import check as check_catalogue
 from modelsci.catalogue.readonly import one_line
 from modelsci.catalogue.remote import is_url
+from modelsci.catalogue.schema import TABLES
+from modelsci.catalogue.store import json_columns
 from modelsci.catalogue.transfer import export as export_catalogue
 from modelsci.catalogue.transfer import import_export
 from modelsci.catalogue.upgrade import upgrade as upgrade_catalogue
@@ -84,7 +86,7 @@ def _main(ctx: typer.Context, catalogue_dir: CatalogueOption = None,
 
 
 # Commands that only read through the catalogue's queries, and so answer on a published one (a URL) too.
-_PUBLISHED_READS = {"sql", "findings", "history", "show"}
+_PUBLISHED_READS = {"sql", "findings", "history", "show", "compare"}
 
 
 def _open(*, create: bool = False) -> catalogue.Catalogue:
@@ -129,7 +131,9 @@ def _emit(table: pa.Table, fmt: Format = Format.table, out: Path | None = None) 
         writer.writerows(["" if v is None else v for v in row.values()] for row in table.to_pylist())
         _write_text(sink.getvalue(), out)
     elif fmt is Format.json:
-        _write_text(json.dumps(table.to_pylist(), indent=2, default=str) + "\n", out)
+        nested = json_columns(table.schema)  # JSON text becomes JSON, not a string holding JSON
+        rows = [{k: _json_value(v) if k in nested else v for k, v in row.items()} for row in table.to_pylist()]
+        _write_text(json.dumps(rows, indent=2, default=str) + "\n", out)
     else:
         if out is not None:
             _fail("--out needs --format csv, json or parquet")
@@ -155,6 +159,11 @@ def _print_records(names: list[str], rows: list[list[str]]) -> None:
         for name, value in zip(names, row):
             grid.add_row(Text(name, style="bold"), Text(value))
         console.print(grid)
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON column's text as the value it encodes (null stays null)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _cell(value: Any) -> str:
@@ -192,8 +201,8 @@ def sql(
 ) -> None:
     """Run a read-only SQL query over the catalogue, within a time and a memory limit.
 
-    Tables: models, datasets, analyses, runs, findings, findings_current, findings_summary, finding_links, commits,
-    artifacts.
+    Tables: models, datasets, analyses, runs, findings, findings_current, findings_summary, findings_lineage,
+    finding_links, commits, artifacts.
 
     An artifact's rows: SELECT * FROM 'artifacts/<sha256>.parquet'.
 
@@ -255,7 +264,43 @@ def show(
 
     Example: modelsci show sha256:3f2a
     """
-    sys.stdout.write(json.dumps(_open().show(ref, as_of=as_of), indent=2, default=str) + "\n")
+    shown = _open().show(ref, as_of=as_of)
+    # JSON columns as JSON, not strings holding JSON
+    shown["row"] = _nested(shown["row"], shown["table"])
+    for part, table in (("links", "finding_links"), ("artifacts", "artifacts")):
+        if part in shown:
+            shown[part] = [_nested(row, table) for row in shown[part]]
+    sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
+
+
+def _nested(row: dict[str, Any], table: str) -> dict[str, Any]:
+    json_cols = TABLES[table].json_columns
+    return {k: _json_value(v) if k in json_cols else v for k, v in row.items()}
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="A model's id or id prefix (with --commits: a commit).")],
+    b: Annotated[str, typer.Argument(help="Another model's id or id prefix (with --commits: a commit).")],
+    commits: Annotated[bool, typer.Option(
+        "--commits", help="Compare the catalogue as it stood after commits A and B (id, id prefix or seq).")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    as_of: AsOfOption = None,
+) -> None:
+    """Two models' findings side by side (findings_summary), or the catalogue at two commits.
+
+    Rows are matched on dataset, analysis, parameters, kind and subject (and model, with --commits), with
+    both values and 95% intervals, whether the intervals overlap, and the difference (B - A); a key only
+    one side has is listed with the other side empty.
+    Example: modelsci compare 74974a9542d2 1f0c33aa9b12
+    """
+    from modelsci.compare import compare_commits, compare_models
+
+    if commits and as_of is not None:
+        raise typer.BadParameter("--as-of compares two models; --commits names its own two commits")
+    cat = _open()
+    _emit(compare_commits(cat, a, b) if commits else compare_models(cat, a, b, as_of=as_of), fmt, out)
 
 
 @app.command()

@@ -206,6 +206,9 @@ def test_the_cli_reads_a_published_catalogue_and_refuses_to_write_it(published) 
     url = published["url"]
     result = modelsci("--catalogue", url, "sql", "SELECT count(*) AS n FROM findings_current", "--format", "json")
     assert json.loads(result.stdout) == [{"n": N_FINDINGS - 1}]
+    nested = modelsci("--catalogue", url, "sql", "SELECT metrics FROM findings WHERE metrics->>'draws' IS NOT NULL "
+                      "LIMIT 1", "--format", "json")
+    assert isinstance(json.loads(nested.stdout)[0]["metrics"]["draws"], list)  # JSON as JSON, not a string
     refused = modelsci("--catalogue", url, "status", check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "needs a local catalogue folder" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

@@ -17,7 +17,8 @@ from modelsci.ingest.architectures import CONFIG_NAME, build
 from modelsci.ingest.datasets import DatasetHandle
 from modelsci.ingest.models import ModelError, ModelHandle, read_json, skops_file, trusted_skops_types
 
-__all__ = ["LoadedModel", "load_model", "resolve_device"]
+__all__ = ["LoadedModel", "load_model", "named_columns", "resolve_device"]
+
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` when present, else ``cpu``; asking for CUDA without one is an error."""
@@ -28,6 +29,20 @@ def resolve_device(device: str = "auto") -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ModelError(f"--device must be auto, cpu or cuda, not {device!r}")
     return device
+
+
+def named_columns(model: Any, x: np.ndarray) -> Any:
+    """``x`` as a DataFrame with the columns a scikit-learn model was fitted with, when it knows them.
+
+    The rows come in the model's own column order (the dataset takes them by name); naming them
+    lets scikit-learn check that, instead of warning on every call.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    if names is None or x.ndim != 2 or x.shape[1] != len(names):
+        return x
+    import pandas as pd
+
+    return pd.DataFrame(x, columns=list(names))
 
 
 @dataclass
@@ -81,13 +96,7 @@ class LoadedModel:
         raise ModelError(f"model {self.handle.id[:19]}: a {self.handle.framework} model does not read feature rows")
 
     def _predict_sklearn(self, x: np.ndarray) -> np.ndarray:
-        names = getattr(self.model, "feature_names_in_", None)
-        if names is not None and x.ndim == 2 and x.shape[1] == len(names):
-            import pandas as pd
-
-            # The rows come in the model's own column order (the dataset takes them by name);
-            # naming them lets scikit-learn check that, instead of warning on every call.
-            x = pd.DataFrame(x, columns=list(names))
+        x = named_columns(self.model, x)
         if not self.is_classifier:
             return np.asarray(self.model.predict(x), dtype=np.float64)
         if hasattr(self.model, "predict_proba"):

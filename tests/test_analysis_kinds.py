@@ -192,7 +192,7 @@ def test_the_site_analysis_page_renders_every_declared_kind() -> None:
     template = _environment().get_template("analysis.md.j2")
     for name, plugin in registry().items():
         page = template.render(site=None, head=None, pillars=(), name=name, versions=[plugin.entity().model_dump()],
-                               leaderboard={"kinds": [], "rows": []}, models=[], doc=plugin,
+                               boards=[], models=[], doc=plugin,
                                describe_command=f"modelsci analyses --describe {name}")
         for kind in plugin.kinds:
             assert f"### {as_text(kind.kind)}\n" in page and as_text(kind.value) in page, (name, kind.kind)

@@ -23,6 +23,7 @@ from sklearn.metrics import log_loss
 
 from modelsci.analyses.base import RunContext
 from modelsci.ingest.architectures import CONFIG_NAME
+from modelsci.ingest.loading import named_columns
 from modelsci.ingest.models import read_json, skops_parameter_count
 from modelsci.schemas.entities import ModelInstance
 from modelsci.schemas.identity import skops_hash, tensor_hash_of_arrays
@@ -44,7 +45,7 @@ def scores_of(model: Any, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             out = model(torch.as_tensor(x, dtype=torch.float32))
         return torch.softmax(out, 1).double().numpy()
-    return np.asarray(model.predict_proba(x), dtype=np.float64)
+    return np.asarray(model.predict_proba(named_columns(model, x)), dtype=np.float64)
 
 
 def class_scores(model: Any, x: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,13 +71,15 @@ class TreeFarms(AnalysisPlugin):
         labels = np.searchsorted(classes, y_train)
         farms = TREEFARMS({"regularization": params.regularization, "verbose": False,
                            "rashomon_bound_multiplier": params.rashomon_bound_multiplier})
-        farms.fit(binarise(x_train), pd.Series(labels, name="label"))
+        with _quiet_stdout():
+            farms.fit(binarise(x_train), pd.Series(labels, name="label"))
         count = int(farms.get_tree_count())
         if count < 2:
             raise ValueError(f"TreeFARMS found {count} tree(s) within the bound; raise rashomon_bound_multiplier")
         taken = min(count, params.max_members)
         test = binarise(x_test)
-        members = classes[np.stack([np.asarray(farms[i].predict(test)) for i in range(taken)])]
+        with _quiet_stdout():
+            members = classes[np.stack([np.asarray(farms[i].predict(test)) for i in range(taken)])]
         member_scores = (members[:, :, None] == classes[None, None, :]).astype(np.float64)
         reference_scores = ctx.model.predict_array(x_test)
         values, points, predictions = multiplicity_metrics(reference_scores, member_scores, y_test, classes,
@@ -90,3 +98,22 @@ class TreeFarms(AnalysisPlugin):
                                       f"{data} is {value:.3g} (95% CI {ci[0]:.3g}–{ci[1]:.3g})",
                             metrics={"set_size": taken, "exact_set": True},
                             artifacts={"points": points, "predictions": predictions} if name == "ambiguity" else None)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Standard output sent to /dev/null while the block runs, at the descriptor: TreeFARMS prints
+    every tree it finds as JSON (from C++ and from Python) whatever its ``verbose`` says, and a
+    run reports through its findings, not its output."""
+    sys.stdout.flush()
+    libc = ctypes.CDLL(None)
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            with contextlib.redirect_stdout(null):
+                yield
+            libc.fflush(None)  # C's buffered output goes to /dev/null too, not after the block
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

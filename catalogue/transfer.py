@@ -46,7 +46,6 @@ them is not carried: the commit lands under an id of its own, and the report lis
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -69,12 +68,12 @@ from modelsci.catalogue.landing import (
     commit_id,
     write_artifacts,
 )
-from modelsci.catalogue.schema import ID_FORMAT, SCHEMA_VERSION, TABLES, set_by_catalogue
+from modelsci.catalogue.schema import ID_FORMAT, SCHEMA_VERSION, TABLES
 from modelsci.catalogue.store import Catalogue
+from modelsci.catalogue.stored_rows import GIVEN_LINKS, entities, hashed_numbers, rows_by_commit
 from modelsci.schemas.bundle import (
     BundleArtifact,
     ResultBundle,
-    finding_id,
     finding_key,
     params_hash,
     replication_key,
@@ -92,7 +91,6 @@ FORMAT = "modelsci-export"
 # Exported in this order; an import needs every one of them.
 EXPORTED = ("commits", "models", "datasets", "analyses", "runs", "findings", "finding_links", "artifacts")
 
-_GIVEN_LINKS = {"extends", "derived_from"}  # the others are judged again as commits land
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COUNTS = {"models": "n_models", "datasets": "n_datasets", "analyses": "n_analyses", "runs": "n_runs",
            "findings": "n_findings", "finding_links": "n_links", "artifacts": "n_artifacts"}
@@ -179,7 +177,7 @@ def import_export(cat: Catalogue, src: str | Path) -> ImportReport:
     _verify_references(rows, commits, held)
     report = ImportReport()
     held_commits = _compare(rows, held, report)
-    by_commit = {name: _by_commit(rows[name]) for name in _COUNTS}
+    by_commit = {name: rows_by_commit(rows[name]) for name in _COUNTS}
     bundles = {}
     for c in commits:
         if c["id"] not in held_commits:
@@ -381,19 +379,8 @@ def _verify_finding(f: dict[str, Any], artifacts: dict[str, str], seeds: dict[st
                           "and subject (edited?)")
     if f["run_id"] in seeds and seeds[f["run_id"]] != f["seed"]:
         raise ExportError(f"{label}: its seed {f['seed']} is not its run's {seeds[f['run_id']]} (edited?)")
-    ci_given = f["ci_low"] is not None or f["ci_high"] is not None
-    # A value stored as 1.0 may have been hashed as the integer 1: try the forms it can have had.
-    for value, low, high in itertools.product(*map(_number_forms, (f["value"], f["ci_low"], f["ci_high"]))):
-        made = finding_id(f["key_id"], f["run_id"], analysis_id=f["analysis_id"], statement=f["statement"],
-                          value=value, ci=(low, high) if ci_given else None, n=f["n"], unit=f["unit"],
-                          exact=f["exact"], metrics=f["metrics"], artifacts=artifacts)
-        if made == f["id"]:
-            return
-    raise ExportError(f"{label}: its id does not match its content (value edited?)")
-
-
-def _number_forms(x: Any) -> list[Any]:
-    return [x, int(x)] if isinstance(x, float) and x.is_integer() else [x]
+    if hashed_numbers(f, f["key_id"], artifacts) is None:
+        raise ExportError(f"{label}: its id does not match its content (value edited?)")
 
 
 def _verify_run(r: dict[str, Any]) -> None:
@@ -490,7 +477,7 @@ def _compare(rows: dict[str, list[dict[str, Any]]], held: dict[str, dict[Any, di
     """Refuse rows that conflict with the catalogue's, note the metadata kept; the commits it holds."""
     for name in EXPORTED:
         for row in rows[name]:
-            if name == "finding_links" and row["relation"] not in _GIVEN_LINKS:
+            if name == "finding_links" and row["relation"] not in GIVEN_LINKS:
                 continue  # not imported: the catalogue judges versions itself
             ours = held[name].get(_key(name, row))
             if ours is None:
@@ -509,7 +496,7 @@ def _compare(rows: dict[str, list[dict[str, Any]]], held: dict[str, dict[Any, di
     for name in _COUNTS:  # a commit the catalogue holds is skipped whole: it must hold all of it
         for row in rows[name]:
             if (row["commit_id"] in held_commits and _key(name, row) not in held[name]
-                    and (name != "finding_links" or row["relation"] in _GIVEN_LINKS)):
+                    and (name != "finding_links" or row["relation"] in GIVEN_LINKS)):
                 raise ExportError(f"commits row {_short(row['commit_id'])}: the catalogue holds this "
                                   f"commit but not its {_label(name, row)}; refusing to import")
     return held_commits
@@ -517,23 +504,14 @@ def _compare(rows: dict[str, list[dict[str, Any]]], held: dict[str, dict[Any, di
 
 # -- landing -----------------------------------------------------------------------------------
 
-def _by_commit(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        grouped.setdefault(row["commit_id"], []).append(row)
-    return grouped
-
-
 def _bundle_of(cid: str, by_commit: dict[str, dict[str, list[dict[str, Any]]]]) -> ResultBundle:
     """The rows of one commit as a bundle, without its artifacts (added once they are verified)."""
-    def entities(name: str) -> list[Any]:
-        spec = TABLES[name]
-        columns = [c for c in spec.column_names if c not in set_by_catalogue(name)]
-        return [spec.entity(**{c: row[c] for c in columns}) for row in by_commit[name].get(cid, [])]
+    def of(name: str) -> list[Any]:
+        return entities(name, by_commit[name].get(cid, []))
 
-    return ResultBundle(models=entities("models"), datasets=entities("datasets"), analyses=entities("analyses"),
-                        runs=entities("runs"), findings=entities("findings"),
-                        links=[link for link in entities("finding_links") if link.relation in _GIVEN_LINKS])
+    return ResultBundle(models=of("models"), datasets=of("datasets"), analyses=of("analyses"), runs=of("runs"),
+                        findings=of("findings"), links=[link for link in of("finding_links")
+                                                        if link.relation in GIVEN_LINKS])
 
 
 def _stage_artifacts(cat: Catalogue, src: Path, artifacts: list[dict[str, Any]]) -> list[Path]:

@@ -18,9 +18,7 @@ the catalogue as it was.
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,13 +39,12 @@ from modelsci.catalogue.schema import (
     set_by_catalogue,
 )
 from modelsci.catalogue.store import Catalogue
-from modelsci.schemas.bundle import ResultBundle, finding_id, finding_key, replication_key
+from modelsci.catalogue.stored_rows import GIVEN_LINKS, entities, finding_id_of, hashed_numbers, rows_by_commit
+from modelsci.schemas.bundle import ResultBundle, finding_key, replication_key
 from modelsci.schemas.entities import Finding, FindingLink
 from modelsci.schemas.errors import ModelsciError
 
 __all__ = ["UpgradeError", "UpgradeReport", "upgrade"]
-
-_GIVEN_LINKS = {"extends", "derived_from"}  # the others are judged again as the commits land
 
 
 class UpgradeError(ModelsciError, ValueError):
@@ -108,7 +105,7 @@ def _replay(con: duckdb.DuckDBPyConnection, found: int) -> UpgradeReport:
     create_tables(con)
     con.execute(QUEUE_DDL)
     report = UpgradeReport(found, ID_FORMAT, findings=len(renamed))
-    by_commit = {name: _grouped(rows) for name, rows in old.items() if name != "commits"}
+    by_commit = {name: rows_by_commit(rows) for name, rows in old.items() if name != "commits"}
     for commit in sorted(old["commits"], key=lambda c: c["seq"]):
         bundle = _bundle(commit["id"], by_commit, renamed)
         tables = bundle_tables(bundle)
@@ -134,13 +131,6 @@ def _rows(con: duckdb.DuckDBPyConnection, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _grouped(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        grouped.setdefault(row["commit_id"], []).append(row)
-    return grouped
-
-
 def _upgraded(f: dict[str, Any], seeds: dict[str, int], files: dict[str, str]) -> Finding:
     """The finding with the key and id of this format, once its id checks out under format 1."""
     if f["run_id"] not in seeds:
@@ -148,43 +138,31 @@ def _upgraded(f: dict[str, Any], seeds: dict[str, int], files: dict[str, str]) -
                            "`modelsci check` lists such problems; the catalogue was left unchanged")
     fields = (f["model_id"], f["dataset_id"], f["analysis_name"], f["params_hash"], f["kind"], f["subject"])
     old_key = replication_key(*fields)  # a format-1 key is today's replication key
-    ci_given = f["ci_low"] is not None or f["ci_high"] is not None
-    for value, low, high in _forms(f["value"], f["ci_low"], f["ci_high"]):
-        def made(key: str, value: Any = value, low: Any = low, high: Any = high) -> str:
-            return finding_id(key, f["run_id"], analysis_id=f["analysis_id"], statement=f["statement"], value=value,
-                              ci=(low, high) if ci_given else None, n=f["n"], unit=f["unit"], exact=f["exact"],
-                              metrics=f["metrics"], artifacts=files)
-
-        if f["key_id"] == old_key and made(old_key) == f["id"]:
-            seed = seeds[f["run_id"]]
-            key = finding_key(*fields, seed=seed)
-            row = {c: f.get(c) for c in TABLES["findings"].column_names if c not in set_by_catalogue("findings")}
-            row.update(id=made(key), key_id=key, replication_key=old_key, seed=seed, value=value, ci_low=low,
-                       ci_high=high)
-            return Finding(**row)
-    raise UpgradeError(f"finding {f['id']}: its id does not match its content under id format 1 (edited?); "
-                       "the catalogue was left unchanged")
-
-
-def _forms(*numbers: Any) -> Iterator[tuple[Any, ...]]:
-    """The forms the numbers can have been hashed in: a value stored as 1.0 may have been the integer 1."""
-    return itertools.product(*([x, int(x)] if isinstance(x, float) and x.is_integer() else [x] for x in numbers))
+    numbers = hashed_numbers(f, old_key, files) if f["key_id"] == old_key else None
+    if numbers is None:
+        raise UpgradeError(f"finding {f['id']}: its id does not match its content under id format 1 (edited?); "
+                           "the catalogue was left unchanged")
+    seed = seeds[f["run_id"]]
+    key = finding_key(*fields, seed=seed)
+    row = {c: f.get(c) for c in TABLES["findings"].column_names if c not in set_by_catalogue("findings")}
+    value, low, high = numbers
+    row.update(id=finding_id_of(f, key, numbers, files), key_id=key, replication_key=old_key, seed=seed,
+               value=value, ci_low=low, ci_high=high)
+    return Finding(**row)
 
 
 def _bundle(cid: str, by_commit: dict[str, dict[str, list[dict[str, Any]]]], renamed: dict[str, Finding]) -> ResultBundle:
     """One commit's rows as a bundle of this format (its artifacts come as a table, ``_artifacts``)."""
-    def entities(name: str) -> list[Any]:
-        spec = TABLES[name]
-        columns = [c for c in spec.column_names if c not in set_by_catalogue(name)]
-        return [spec.entity(**{c: row.get(c) for c in columns}) for row in by_commit[name].get(cid, [])]
+    def of(name: str) -> list[Any]:
+        return entities(name, by_commit[name].get(cid, []))
 
     links = []
     for link in by_commit["finding_links"].get(cid, []):
-        if link["relation"] in _GIVEN_LINKS:
+        if link["relation"] in GIVEN_LINKS:
             links.append(FindingLink(src_id=_renamed(renamed, link["src_id"]), dst_id=_renamed(renamed, link["dst_id"]),
                                      relation=link["relation"], evidence=link["evidence"]))
-    return ResultBundle(models=entities("models"), datasets=entities("datasets"), analyses=entities("analyses"),
-                        runs=entities("runs"), findings=[renamed[f["id"]] for f in by_commit["findings"].get(cid, [])],
+    return ResultBundle(models=of("models"), datasets=of("datasets"), analyses=of("analyses"),
+                        runs=of("runs"), findings=[renamed[f["id"]] for f in by_commit["findings"].get(cid, [])],
                         links=links)
 
 

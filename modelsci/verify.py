@@ -152,20 +152,16 @@ def _rebuild(cat: Catalogue, run: dict[str, Any]) -> QueuedRun:
         raise LookupError(f"the model at {model['source_uri']} is not the one the run studied "
                           f"(now {handle.id[:19]}..., recorded {model['id'][:19]}...)")
     dataset_spec = _dataset_spec(cat, run["dataset_id"], model["task"])
-    train_spec = _dataset_spec(cat, run.get("train_dataset_id"), model["task"])
-    attempt = cat.query("SELECT count(*) AS n FROM runs WHERE verifies_run_id = $id", {"id": run["id"]}).to_pylist()
+    train_spec = _dataset_spec(cat, run["train_dataset_id"], model["task"])
+    attempt = cat.query("SELECT count(*) AS n FROM runs WHERE verifies_run_id = $id",
+                        {"id": run["id"]}).to_pylist()[0]["n"]
     key = verification_run_key(run["id"])
-    fields: dict[str, Any] = {
-        "run_id": planned_run_id(key, attempt[0]["n"]), "run_key": key,
-        "attempt": attempt[0]["n"], "model_id": run["model_id"], "dataset_id": run["dataset_id"],
-        "analysis_id": run["analysis_id"], "params": run["params"], "seed": run["seed"],
-        "model_spec": {**model_spec.model_dump(mode="json"), **handle.spec(),
-                       "revision": handle.instance.revision or model_spec.revision},
-        "dataset_spec": dataset_spec,
-    }
-    if "train_dataset_id" in QueuedRun.__dataclass_fields__:
-        fields.update(train_dataset_id=run.get("train_dataset_id"), train_spec=train_spec)
-    return QueuedRun(**fields)
+    return QueuedRun(
+        run_id=planned_run_id(key, attempt), run_key=key, attempt=attempt, model_id=run["model_id"],
+        dataset_id=run["dataset_id"], analysis_id=run["analysis_id"], params=run["params"], seed=run["seed"],
+        model_spec={**model_spec.model_dump(mode="json"), **handle.spec(),
+                    "revision": handle.instance.revision or model_spec.revision},
+        dataset_spec=dataset_spec, train_dataset_id=run["train_dataset_id"], train_spec=train_spec)
 
 
 def _dataset_spec(cat: Catalogue, dataset_id: str | None, task: str) -> dict[str, Any] | None:

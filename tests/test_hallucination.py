@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,15 +11,27 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
 from modelsci import catalogue
 from modelsci.analyses.hallucination.diffusion import DiffusionModel, Schedule, diffusion_model, sample
 from modelsci.analyses.hallucination.lid import lid_dsm, lid_flipd
-from modelsci.analyses.hallucination.toy import ground_truth, train_denoiser
+from modelsci.analyses.hallucination.toy import ground_truth
 from modelsci.catalogue.integrity import check
+from modelsci.ingest.architectures import CONFIG_NAME, DenoiserMLP
 from tests.conftest import modelsci
 from tests.models import write_manifest
+
+TOY_DENOISERS = Path(__file__).parent / "data" / "toy-denoisers"
+
+
+def committed_denoiser(seed: int) -> DenoiserMLP:
+    """The toy denoiser `train_denoiser` made with ``seed``, read from its committed weights."""
+    folder = TOY_DENOISERS / f"seed{seed}"
+    module = DenoiserMLP(**json.loads((folder / CONFIG_NAME).read_text())["args"])
+    module.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return module.eval()
 
 
 class LinearGaussianPredictor(torch.nn.Module):
@@ -49,13 +63,13 @@ def test_both_lid_estimators_recover_the_dimension_of_a_linear_manifold(ambient:
 
 
 def test_trajectory_variance_finds_mode_interpolations_on_the_1d_toy(tmp_path: Path) -> None:
-    """Seeds 0 and 1 (about 30 s each on 2 cores): 5,000 samples from a denoiser trained in the test;
-    then the quench, through the CLI, on seed 0's denoiser."""
+    """Seeds 0 and 1: 5,000 samples from each of two trained denoisers (committed weights, made by
+    tests/data/toy-denoisers/make.py with `train_denoiser`); then the quench, through the CLI, on seed 0's."""
     modes = np.array([[1.0], [2.0], [3.0]])
     rates, aurocs, removed = [], [], []
+    shutil.copytree(TOY_DENOISERS / "seed0", tmp_path / "toy")
     for seed in (0, 1):
-        denoiser = train_denoiser(modes.tolist(), 0.05, steps=6000, seed=seed,
-                                  folder=tmp_path / "toy" if seed == 0 else None)
+        denoiser = committed_denoiser(seed)
         model = DiffusionModel(denoiser, Schedule.linear(1000, 0.001, 0.2), (1,), "cpu", {})
         samples, history = sample(model, 5000, torch.Generator().manual_seed(seed), keep_last=10)
         assert np.all(np.isfinite(samples)) and np.all(np.isfinite(history))
@@ -74,7 +88,6 @@ def test_trajectory_variance_finds_mode_interpolations_on_the_1d_toy(tmp_path: P
                                                        {"name": "hallucination.trajectory_variance",
                                                         "params": {"n_samples": 3000}}])
     modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
-    import json
 
     cat = catalogue.open(tmp_path / "cat", create=True)
     figures = json.loads(cat.sql(

@@ -31,6 +31,8 @@ class QueuedRun:
     """How to read it: a resolved ``DataSource`` (columns explicit, hub revision pinned)."""
     status: str = "queued"
     worker: str | None = None
+    lease: str | None = None
+    """The token of the claim that handed the run to an executor (``catalogue.queue``)."""
     queued_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
 
     @classmethod

@@ -16,6 +16,7 @@ between the commit and the removal) adds nothing the second time, since its ids 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from modelsci.catalogue.connection import CatalogueBusyError
 from modelsci.catalogue.queue import worker_name
 from modelsci.catalogue.store import Catalogue
 from modelsci.executors.execution import Progress, QueueSummary, Reporter, failed_bundle
+from modelsci.executors.leases import LeaseKeeper
 from modelsci.schemas.bundle import ResultBundle
 from modelsci.schemas.entities import Run
 from modelsci.schemas.queued_run import QueuedRun
@@ -38,8 +40,10 @@ class Committer:
     """Lands the bundles of one executor's finished runs; keeps those the catalogue is too busy
     for in its spool until they land."""
 
-    def __init__(self, cat: Catalogue, reporter: Reporter, summary: QueueSummary) -> None:
+    def __init__(self, cat: Catalogue, reporter: Reporter, summary: QueueSummary,
+                 keeper: LeaseKeeper | None = None) -> None:
         self.cat = cat
+        self.keeper = keeper  # the claims' leases: a result whose lease another claim took is dropped
         self.reporter = reporter
         self.summary = summary
         self._started: set[str] = set()  # runs this process executed (the reporter knows them)
@@ -77,6 +81,10 @@ class Committer:
                 self._spool(queued, bundle)  # landed or not, it is safe in the spool
             raise
 
+    def spill(self, queued: QueuedRun, bundle: ResultBundle) -> Path:
+        """Keep a finished run's bundle in the spool, to land with the others waiting there."""
+        return self._spool(queued, bundle)
+
     def flush(self, *, patient: bool = False) -> None:
         """Land the spooled bundles, oldest first. Impatient, a lock not got within the lock
         timeout raises ``CatalogueBusyError``; patient, it waits for the lock as long as it takes."""
@@ -113,8 +121,20 @@ class Committer:
 
     def _commit(self, queued: QueuedRun, bundle: ResultBundle, *, from_spool: Path | None = None) -> None:
         """Commit a run's bundle; a bundle the catalogue refuses lands as a failed run instead."""
+        with self.keeper.catalogue if self.keeper is not None else nullcontext():
+            self._commit_held(queued, bundle, from_spool)
+
+    def _commit_held(self, queued: QueuedRun, bundle: ResultBundle, from_spool: Path | None) -> None:
         run = bundle.runs[-1]
-        message = f"{queued.analysis_id} on {queued.model_id[:19]}: {run.status}"
+        if self.keeper is not None and (state := self.keeper.state(queued)) != "held":
+            self.reporter.note(f"dropped a late result of run {queued.run_id}: its lease expired and "
+                               + ("another claim runs it now" if state == "taken" else "it has landed already"))
+            self.keeper.settle(queued.run_id)
+            if from_spool is not None:
+                self._spooled.pop(from_spool, None)
+            return
+        name = queued.model_spec.get("name")
+        message = f"{queued.analysis_id} on {f'{name} ' if name else ''}{queued.model_id[:19]}: {run.status}"
         # the process that commits, which may not be the one that claimed the run (a spooled
         # bundle is landed by whichever `modelsci run` finds it): "author" is who committed
         author = f"modelsci run ({worker_name()})"
@@ -141,6 +161,8 @@ class Committer:
             self._done(*self._spooled.pop(path))
 
     def _done(self, queued: QueuedRun, run: Run) -> None:
+        if self.keeper is not None:
+            self.keeper.settle(queued.run_id)
         if run.id in self._landed:
             return
         self._landed.add(run.id)

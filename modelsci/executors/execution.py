@@ -46,11 +46,11 @@ from modelsci.ingest.models import (
 )
 from modelsci.provenance import device_name, environment
 from modelsci.schemas.bundle import ResultBundle, params_hash
-from modelsci.schemas.entities import ModelInstance, Run
+from modelsci.schemas.entities import ModelInstance, Run, source_name
 from modelsci.schemas.manifest import DatasetSpec, ModelSpec
 from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle"]
+__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle", "scrub_paths"]
 
 Progress = Callable[[float, float], None]
 
@@ -59,6 +59,10 @@ Progress = Callable[[float, float], None]
 class QueueSummary:
     succeeded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    peak_in_memory: int = 0
+    """The most finished bundles that waited in memory to land at once (executors with a bound)."""
+    spilled: int = 0
+    """How many finished bundles waited in the spool instead, memory's bound being reached."""
 
 
 class Reporter:
@@ -115,6 +119,7 @@ def _execute(queued: QueuedRun, device: str, progress: Progress | None, started:
     run.status = "succeeded"
     _finish(run, clock, device, peak)
     bundle = ctx.bundle
+    _mark_derived(bundle, queued)
     bundle.analyses.append(plugin_cls.entity())
     bundle.runs.append(run)
     return bundle
@@ -144,12 +149,47 @@ def _failed(queued: QueuedRun, device: str, exc: BaseException, started: datetim
     fail again, so resubmitting does not plan it again without --retry-failed), else ``executor``."""
     run = _run_row(queued, device, started)
     run.environment["failure"] = failure
-    run.error = f"{type(exc).__name__}: {exc}"
-    run.traceback = "".join(traceback.format_exception(exc))
+    run.error = scrub_paths(f"{type(exc).__name__}: {exc}", queued)
+    run.traceback = scrub_paths("".join(traceback.format_exception(exc)), queued)
     run.finished_at = datetime.now(UTC).replace(tzinfo=None)
     if started is not None:
         run.wall_s = (run.finished_at - started).total_seconds()
     return ResultBundle(runs=[run])
+
+
+def scrub_paths(text: str, queued: QueuedRun) -> str:
+    """``text`` with the local paths of the run's model, data and manifest folder in the forms the
+    catalogue records (``models/rf``, ``local:rf``, ``.``) and the home folder as ``~``: a run's error
+    is published with the catalogue, where the files are on this machine is not."""
+    spec = queued.model_spec
+    places: dict[str, str] = {}
+    if spec.get("path") and not is_hub(spec.get("source", "")):
+        places[str(spec["path"])] = spec["source"]
+    located = spec.get("locations") or {}
+    for entity_id, data in ((queued.dataset_id, queued.dataset_spec), (queued.train_dataset_id, queued.train_spec)):
+        if entity_id in located and data:
+            places[located[entity_id]] = data["source"]
+    if spec.get("base_dir"):
+        places[str(spec["base_dir"])] = "."
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        places.setdefault(home, "~")
+    for path in sorted(places, key=len, reverse=True):  # the longest first: a data file inside the manifest folder
+        text = text.replace(path, places[path])
+    return text
+
+
+def _mark_derived(bundle: ResultBundle, queued: QueuedRun) -> None:
+    """Models an analysis made from the studied one (Rashomon set members) are ``derived``, and named after it."""
+    parent = queued.model_spec.get("name") or source_name(queued.model_spec.get("source", ""))
+    for model in bundle.models:
+        if model.id == queued.model_id:
+            continue
+        model.origin = "derived"
+        if not model.name:
+            index = model.source_uri.rstrip("/").rsplit("/", 1)[-1]
+            what = "Rashomon member" if "rashomon-member" in (model.tags or []) else "derived"
+            model.name = f"{parent} {what} {index}"
 
 
 def _finish(run: Run, clock: float, device: str, peak: _ResidentPeak) -> None:
@@ -236,11 +276,11 @@ def _reopen(queued: QueuedRun) -> ModelHandle:
         check_files(path, path.parent.parent if is_hub(spec["source"]) else path if path.is_dir() else path.parent)
         framework = detect_framework(path)
         model_id, count = weights_identity(path, framework)
-        instance = ModelInstance(id=model_id, source_uri=spec["source"], framework=framework,
+        instance = ModelInstance(id=model_id, name=spec.get("name"), source_uri=spec["source"], framework=framework,
                                  task=spec["task"], parameter_count=count)
         handle = ModelHandle(instance, path, framework, spec["task"])
     else:
-        handle = resolve_model(ModelSpec(source=spec["source"], revision=spec.get("revision"),
+        handle = resolve_model(ModelSpec(source=spec["source"], name=spec.get("name"), revision=spec.get("revision"),
                                          task=spec["task"]))
     if handle.id != queued.model_id:
         raise ModelError(f"the weights at {handle.path} changed since the run was queued "
@@ -253,7 +293,9 @@ def _dataset(spec: dict | None, dataset_id: str | None, queued: QueuedRun) -> Da
     if spec is None:
         return None
     if dataset_id not in _DATASETS:
-        handle = resolve_dataset(DatasetSpec.model_validate(spec), queued.model_spec["task"])
+        at = (queued.model_spec.get("locations") or {}).get(dataset_id)  # a local source's files here
+        handle = resolve_dataset(DatasetSpec.model_validate(spec), queued.model_spec["task"],
+                                 location=Path(at) if at else None)
         if handle.id != dataset_id:
             raise ValueError(f"the dataset {handle.entity.source_uri} changed since the run was queued")
         if len(_DATASETS) >= 2:  # keep the last dataset and training data in memory

@@ -3,8 +3,9 @@
 Analyses run in this process (``jobs=1``) or in a pool of worker processes (``jobs>1``);
 either way workers only return bundles and this process alone commits them (``Committer``,
 which keeps a bundle in the spool while the catalogue is busy), and the queue goes on past a
-failed run. Ctrl-C puts the runs in flight back in the queue; a kill leaves them claimed by a
-dead process, and the next ``modelsci run`` takes them again.
+failed run. This process renews the leases of the runs it executes; Ctrl-C puts them back in
+the queue, and a kill leaves them to the next ``modelsci run`` (at once on this host, else when
+their leases expire). The loop itself is ``driving.drive``, shared with the Ray executor.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from collections.abc import Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
-from modelsci.catalogue.queue import worker_name
 from modelsci.catalogue.store import Catalogue
-from modelsci.executors.committer import Committer, claim_unless_busy, release
-from modelsci.executors.execution import QueueSummary, Reporter, execute, failed_bundle
+from modelsci.executors.driving import Backend, drive
+from modelsci.executors.execution import Progress, QueueSummary, Reporter, execute
+from modelsci.executors.leases import LeaseKeeper
 from modelsci.ingest.loading import resolve_device
 from modelsci.schemas.bundle import ResultBundle
 from modelsci.schemas.queued_run import QueuedRun
@@ -26,51 +28,51 @@ from modelsci.schemas.queued_run import QueuedRun
 __all__ = ["run_queue_locally"]
 
 
-def run_queue_locally(cat: Catalogue, *, device: str, jobs: int, reporter: Reporter) -> QueueSummary:
+def run_queue_locally(cat: Catalogue, *, device: str, jobs: int, reporter: Reporter,
+                      lease_s: float | None = None) -> QueueSummary:
     """Execute queued runs until the queue is empty; returns which succeeded and which failed."""
     device = resolve_device(device)
-    worker = worker_name()
-    summary = QueueSummary()
-    committer = Committer(cat, reporter, summary)
-    in_flight: dict[Future[ResultBundle], QueuedRun] = {}
-    current: list[QueuedRun] = []
-    try:
-        committer.flush()  # what an earlier run left in the spool, before its runs are claimed again
-        if jobs <= 1:
-            while (queued := cat.claim(worker)) is not None:
-                current[:] = [queued]
-                bundle = execute(queued, device, committer.started(queued))
-                current.clear()  # from here on the committer keeps it: landed, or in the spool
-                committer.land(queued, bundle)
-                committer.flush(patient=True)  # nothing else to do until it has landed
-        else:
-            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
-                while True:
-                    while (len(in_flight) < jobs and not committer.waiting
-                           and (queued := claim_unless_busy(cat, worker, busy_ok=bool(in_flight)))):
-                        committer.started(queued)
-                        in_flight[pool.submit(execute, queued, device)] = queued
-                    if not in_flight:
-                        if not committer.waiting:
-                            break
-                        committer.flush(patient=True)  # nothing runs: wait for the lock, then claim more
-                        continue
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        queued = in_flight.pop(future)
-                        try:
-                            bundle = future.result()
-                        except Exception as exc:  # the worker process itself died
-                            bundle = failed_bundle(queued, device, exc)
-                        committer.land(queued, bundle)
-    except BaseException:
-        release(cat, [*current, *in_flight.values()])
-        if (kept := committer.kept()) is not None:
-            reporter.note(kept)
-        raise
-    return summary
+    if jobs <= 1:
+        return drive(cat, _InProcess(device), reporter, device=device, lease_s=lease_s)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        return drive(cat, _Pool(pool, jobs, device), reporter, device=device, lease_s=lease_s)
 
+
+class _InProcess(Backend):
+    """One run at a time, in this process, its lease renewed by a thread while it executes."""
+
+    capacity = 1
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._done: list[tuple[Hashable, ResultBundle | BaseException]] = []
+
+    def submit(self, queued: QueuedRun, progress: Progress, keeper: LeaseKeeper) -> Hashable:
+        with keeper.beating():
+            self._done.append((queued.run_id, execute(queued, self.device, progress)))
+        return queued.run_id
+
+    def wait(self, handles: list[Hashable], timeout: float) -> list[tuple[Hashable, ResultBundle | BaseException]]:
+        done, self._done = self._done, []
+        return done
+
+
+class _Pool(Backend):
+    """Runs in a pool of worker processes, which end with this one."""
+
+    def __init__(self, pool: ProcessPoolExecutor, jobs: int, device: str) -> None:
+        self.pool = pool
+        self.capacity = jobs
+        self.device = device
+
+    def submit(self, queued: QueuedRun, progress: Progress, keeper: LeaseKeeper) -> Hashable:
+        return self.pool.submit(execute, queued, self.device)
+
+    def wait(self, handles: list[Hashable], timeout: float) -> list[tuple[Hashable, ResultBundle | BaseException]]:
+        futures: list[Future[ResultBundle]] = handles  # type: ignore[assignment]
+        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        return [(future, future.exception() or future.result()) for future in done]
 
 
 def _die_with_parent(parent: int) -> None:

@@ -29,7 +29,7 @@ from modelsci.catalogue.schema import TABLES, ColumnSpec, TableSpec, key_bits, s
 from modelsci.catalogue.store_memo import MEMO_TABLES, StoreMemo
 from modelsci.catalogue.versioning import stored_findings, version_findings
 from modelsci.schemas.bundle import BundleArtifact, ResultBundle, finding_key, replication_key
-from modelsci.schemas.entities import Commit
+from modelsci.schemas.entities import Commit, source_name
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import canonical_json, content_id
 
@@ -122,8 +122,8 @@ def bundle_tables(bundle: ResultBundle) -> dict[str, pa.Table]:
     _check_artifacts(bundle)
     _check_finding_keys(bundle)
     tables = {
-        "models": _to_arrow(TABLES["models"], bundle.models),
-        "datasets": _to_arrow(TABLES["datasets"], bundle.datasets),
+        "models": _to_arrow(TABLES["models"], _named(bundle.models)),
+        "datasets": _to_arrow(TABLES["datasets"], _named(bundle.datasets)),
         "analyses": _to_arrow(TABLES["analyses"], bundle.analyses),
         "runs": _to_arrow(TABLES["runs"], bundle.runs),
         "findings": _to_arrow(TABLES["findings"], bundle.findings),
@@ -139,6 +139,11 @@ def bundle_tables(bundle: ResultBundle) -> dict[str, pa.Table]:
         "id": pa.array([artifact_id(a.finding_id, a.name, a.sha256) for a in bundle.artifacts], pa.string()),
     })
     return tables
+
+
+def _named(rows: list[Any]) -> list[Any]:
+    """Models and datasets, each with a name: a bundle's unnamed one is named after its source."""
+    return [row if row.name else row.model_copy(update={"name": source_name(row.source_uri)}) for row in rows]
 
 
 def artifact_id(finding_id: str, name: str, sha256: str) -> str:

@@ -25,16 +25,16 @@ import pyarrow as pa
 from sqlmodel import SQLModel
 
 from modelsci.catalogue.queue import QUEUE_DDL
-from modelsci.schemas.entities import ENTITIES
+from modelsci.schemas.entities import ENTITIES, source_name
 from modelsci.schemas.errors import ModelsciError
 
 __all__ = ["ID_FORMAT", "KEY_BITS_SQL", "LINEAGE_COLUMNS", "SCHEMA_VERSION", "SUMMARY_COLUMNS", "TABLES", "VIEWS", "OldFormatError",
-           "TableSpec", "create_schema", "create_tables", "create_views", "id_format", "key_bits",
-           "require_current_format", "set_by_catalogue", "upgrade_store"]
+           "TableSpec", "add_name_columns", "create_schema", "create_tables", "create_views", "id_format", "key_bits",
+           "require_current_format", "set_by_catalogue", "upgrade_store", "view_definitions"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The tables' columns: 2 added ``findings.seed``, ``findings.replication_key``, ``runs.train_dataset_id``
-and ``runs.verifies_run_id``."""
+and ``runs.verifies_run_id``; 3 added ``models.name``, ``models.origin`` and ``datasets.name``."""
 ID_FORMAT = 2
 """How ids are computed: 2 put the seed into finding keys (and so into finding, artifact and commit ids)."""
 
@@ -207,12 +207,55 @@ def require_current_format(con: duckdb.DuckDBPyConnection, root: object) -> None
 
 
 def upgrade_store(con: duckdb.DuckDBPyConnection, root: object) -> None:
-    """Before a writer's first commit: refuse an older id format, and create the queue and views if missing."""
+    """Before a writer's first commit: refuse an older id format, add the columns of this schema
+    version, and create the queue and views if missing."""
     require_current_format(con, root)
     con.execute(QUEUE_DDL)
+    added = add_name_columns(con)
     stored = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT temporary").fetchall()}
-    if not set(VIEWS) <= stored:  # a catalogue made before a view was added gets it on its next write
+    if added or not set(VIEWS) <= stored:  # a catalogue made before a view was added gets it on its next write
         create_views(con, as_of_seq=None, temporary=False)
+
+
+def add_name_columns(con: duckdb.DuckDBPyConnection, *, transaction: bool = True) -> bool:
+    """Schema version 3 on a catalogue of version 2: ``models.name`` and ``datasets.name`` added and,
+    where empty, filled from each source's last path component (``schemas.source_name``), and
+    ``models.origin`` (``derived`` for the models analyses made, whose sources are ``modelsci-...://``).
+    Ids do not change (names are not part of them). In a transaction of its own unless
+    ``transaction`` is false (the caller's); returns whether anything changed."""
+    have = {(t, c) for t, c in con.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'store' "
+        "AND table_name IN ('models', 'datasets')").fetchall()}
+    missing = [(t, c) for t, c in (("models", "name"), ("models", "origin"), ("datasets", "name")) if (t, c) not in have]
+    nameless = {t: con.execute(f"SELECT id, source_uri FROM store.{t} WHERE name IS NULL").fetchall()
+                for t in ("models", "datasets") if (t, "name") in have}
+    if not missing and not any(nameless.values()):
+        return False
+    if transaction:
+        con.execute("BEGIN TRANSACTION")
+    try:
+        for table, column in missing:
+            default = " DEFAULT 'submitted'" if column == "origin" else ""
+            con.execute(f"ALTER TABLE store.{table} ADD COLUMN {column} VARCHAR{default}")
+        for table in ("models", "datasets"):
+            rows = nameless.get(table)
+            if rows is None:
+                rows = con.execute(f"SELECT id, source_uri FROM store.{table}").fetchall()
+            if not rows:
+                continue
+            derived = ", origin = CASE WHEN source_uri LIKE 'modelsci-%://%' THEN 'derived' ELSE origin END" \
+                if table == "models" else ""
+            con.execute(f"UPDATE store.{table} SET name = v.name{derived} FROM (SELECT unnest(?::VARCHAR[]) AS id, "
+                        f"unnest(?::VARCHAR[]) AS name) v WHERE v.id = store.{table}.id",
+                        [[r[0] for r in rows], [source_name(r[1]) for r in rows]])
+        con.execute("INSERT OR REPLACE INTO store.meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        if transaction:
+            con.execute("COMMIT")
+    except BaseException:
+        if transaction:
+            con.execute("ROLLBACK")
+        raise
+    return True
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -242,6 +285,11 @@ def create_views(con: duckdb.DuckDBPyConnection, *, as_of_seq: int | None, tempo
     kind = "TEMP VIEW" if temporary else "VIEW"
     for name, select in _view_selects(as_of_seq).items():
         con.execute(f"CREATE OR REPLACE {kind} {name} AS {select}")
+
+
+def view_definitions(as_of_seq: int | None = None) -> dict[str, str]:
+    """Each public view's SELECT over ``store``, in the order they are created (later ones read earlier ones)."""
+    return _view_selects(as_of_seq)
 
 
 def _view_selects(as_of_seq: int | None) -> dict[str, str]:
@@ -275,6 +323,8 @@ def _t_975(df: str) -> str:
     return f"CASE {table} ELSE {expansion} END"
 
 
+# The first seed's unit and interval are the first of the seed-ordered lists (which keep nulls):
+# arg_min_null would do, but the Query page's DuckDB-WASM predates it, and runs this same view.
 # model_id rides along every grouping (a replication key fixes it) so that a filter on one model
 # reaches each part of the view: a query on one model then reads little of a published catalogue.
 _SUMMARY = f"""
@@ -291,9 +341,9 @@ judged AS (
     GROUP BY c.replication_key, c.model_id),
 agg AS (
     SELECT replication_key, model_id, dataset_id, analysis_name, params_hash, kind, subject,
-           arg_min_null(unit, seed) AS unit, count(*) AS n_seeds, list(seed ORDER BY seed) AS seeds,
+           (list(unit ORDER BY seed))[1] AS unit, count(*) AS n_seeds, list(seed ORDER BY seed) AS seeds,
            count(value) AS n_values, avg(value) AS mean, stddev_samp(value) AS std, min(value) AS min,
-           max(value) AS max, arg_min_null(ci_low, seed) AS first_ci_low, arg_min_null(ci_high, seed) AS first_ci_high,
+           max(value) AS max, (list(ci_low ORDER BY seed))[1] AS first_ci_low, (list(ci_high ORDER BY seed))[1] AS first_ci_high,
            arg_min(id, seed) AS first_id, arg_min(statement, seed) AS statement
     FROM cur GROUP BY replication_key, model_id, dataset_id, analysis_name, params_hash, kind, subject)
 SELECT a.replication_key, a.model_id, a.dataset_id, a.analysis_name, a.params_hash, a.kind, a.subject, a.unit,

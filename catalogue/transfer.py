@@ -2,7 +2,7 @@
 
 An export is a folder holding these files and no others that an import reads:
 
-- ``manifest.json``: ``{"format": "modelsci-export", "schema_version": 2, "id_format": 2, "exported_at": ...,
+- ``manifest.json``: ``{"format": "modelsci-export", "schema_version": 3, "id_format": 2, "exported_at": ...,
   "catalogue_commit": {"id", "seq"} or null, "tables": {name: {"path": "tables/<name>.parquet",
   "rows": n, "sha256": hex}}, "artifacts": {"files": n, "bytes": n}}``;
 - ``tables/<name>.parquet`` for every table of ``EXPORTED``, as the catalogue's views show it;

@@ -33,6 +33,7 @@ from modelsci.catalogue.schema import (
     SCHEMA_VERSION,
     TABLES,
     OldFormatError,
+    add_name_columns,
     create_tables,
     create_views,
     id_format,
@@ -41,7 +42,7 @@ from modelsci.catalogue.schema import (
 from modelsci.catalogue.store import Catalogue
 from modelsci.catalogue.stored_rows import GIVEN_LINKS, entities, finding_id_of, hashed_numbers, rows_by_commit
 from modelsci.schemas.bundle import ResultBundle, finding_key, replication_key
-from modelsci.schemas.entities import Finding, FindingLink
+from modelsci.schemas.entities import Finding, FindingLink, source_name
 from modelsci.schemas.errors import ModelsciError
 
 __all__ = ["UpgradeError", "UpgradeReport", "upgrade"]
@@ -74,6 +75,8 @@ def upgrade(cat: Catalogue) -> UpgradeReport:
     try:
         found = id_format(con)
         if found == ID_FORMAT:
+            if add_name_columns(con):  # schema version 3: names, and whether a model was submitted or derived
+                create_views(con, as_of_seq=None, temporary=False)
             return UpgradeReport(found, found)
         if found > ID_FORMAT:
             raise OldFormatError(f"the catalogue {cat.root} is of id format {found}, newer than this modelsci's "
@@ -94,6 +97,11 @@ def upgrade(cat: Catalogue) -> UpgradeReport:
 
 def _replay(con: duckdb.DuckDBPyConnection, found: int) -> UpgradeReport:
     old = {name: _rows(con, name) for name in TABLES}
+    for table in ("models", "datasets"):  # schema version 3's columns, for rows from before it
+        for row in old[table]:
+            row.setdefault("name", source_name(row["source_uri"]))
+            if table == "models":
+                row.setdefault("origin", "derived" if row["source_uri"].startswith("modelsci-") else "submitted")
     seeds = {r["id"]: r["seed"] for r in old["runs"]}
     files: dict[str, dict[str, str]] = {}
     for a in old["artifacts"]:
@@ -116,6 +124,7 @@ def _replay(con: duckdb.DuckDBPyConnection, found: int) -> UpgradeReport:
             report.commits[commit["id"]] = landed.id
     con.execute("INSERT OR REPLACE INTO store.meta VALUES ('schema_version', ?), ('id_format', ?)",
                 [str(SCHEMA_VERSION), str(ID_FORMAT)])
+    add_name_columns(con, transaction=False)  # the replayed rows of an older catalogue have no names
     create_views(con, as_of_seq=None, temporary=False)
     report.judgments = con.execute("SELECT count(*) FROM store.finding_links "
                                    "WHERE relation IN ('replicates', 'contradicts')").fetchall()[0][0]

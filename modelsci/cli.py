@@ -31,6 +31,7 @@ from rich.text import Text
 import modelsci
 from modelsci import catalogue
 from modelsci.catalogue.integrity import check as check_catalogue
+from modelsci.catalogue.names import AmbiguousReferenceError, resolve_dataset, resolve_model, short_id
 from modelsci.catalogue.readonly import one_line
 from modelsci.catalogue.remote import is_url
 from modelsci.catalogue.schema import TABLES
@@ -67,6 +68,10 @@ class Format(str, Enum):
 CatalogueOption = Annotated[str | None, typer.Option(
     "--catalogue", "-C", help="Catalogue directory (else $MODELSCI_CATALOGUE, else ./modelsci-catalogue), or the "
                               "http(s) URL of a published catalogue, read-only.")]
+SourcesOption = Annotated[Path | None, typer.Option(
+    "--sources", help="Folder that local sources recorded relative to their manifest's folder are found in, for "
+                      "runs not queued here (imported ones); default: where they were queued, else the working "
+                      "directory.")]
 AsOfOption = Annotated[str | None, typer.Option(
     "--as-of", help="Answer as the catalogue stood after this commit (id, id prefix or seq).")]
 
@@ -219,7 +224,7 @@ def sql(
 
 @app.command()
 def findings(
-    model: Annotated[str | None, typer.Option(help="Model id or id prefix.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name, id or id prefix.")] = None,
     analysis: Annotated[str | None, typer.Option(help="Analysis name, e.g. evaluation.performance.")] = None,
     seeds: Annotated[bool, typer.Option("--seeds", help="Each seed's current finding, not their summary.")] = False,
     all_versions: Annotated[bool, typer.Option(
@@ -235,8 +240,10 @@ def findings(
     --seeds lists each seed's current finding; --all every finding.
     Example: modelsci findings --analysis attribution.kernel_shap --seeds
     """
-    _emit(_open().findings(model=model, analysis=analysis, seeds=seeds, all_versions=all_versions,
-                           contradicted=contradicted, as_of=as_of), fmt)
+    cat = _open()
+    model_id = resolve_model(cat, model, as_of=as_of) if model is not None else None
+    _emit(cat.findings(model=model_id, analysis=analysis, seeds=seeds, all_versions=all_versions,
+                       contradicted=contradicted, as_of=as_of), fmt)
 
 
 @app.command()
@@ -257,20 +264,41 @@ def history(
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(help="Id or unique id prefix of a model, dataset, run, finding, commit, ...")],
+    ref: Annotated[str, typer.Argument(help="Id or unique id prefix of a model, dataset, run, finding, commit, ...; "
+                                            "or a model's or dataset's name")],
     as_of: AsOfOption = None,
 ) -> None:
     """Show one row of the catalogue, whatever table holds it, as JSON.
 
     Example: modelsci show sha256:3f2a
     """
-    shown = _open().show(ref, as_of=as_of)
+    cat = _open()
+    try:
+        shown = cat.show(ref, as_of=as_of)
+    except catalogue.UnknownIdError as by_id:
+        shown = _show_named(cat, ref, as_of, by_id)
     # JSON columns as JSON, not strings holding JSON
     shown["row"] = _nested(shown["row"], shown["table"])
     for part, table in (("links", "finding_links"), ("artifacts", "artifacts")):
         if part in shown:
             shown[part] = [_nested(row, table) for row in shown[part]]
     sys.stdout.write(json.dumps(shown, indent=2, default=str) + "\n")
+
+
+def _show_named(cat: catalogue.Catalogue, ref: str, as_of: str | None, by_id: Exception) -> dict[str, Any]:
+    """The model or dataset named ``ref``, for ``show``, when no row has such an id; else ``by_id`` again."""
+    found = []
+    for resolve in (resolve_model, resolve_dataset):
+        try:
+            found.append(resolve(cat, ref, as_of=as_of))
+        except AmbiguousReferenceError:
+            raise
+        except catalogue.UnknownIdError:
+            continue
+    if len(found) != 1:
+        raise by_id if not found else catalogue.UnknownIdError(
+            f"{ref!r} names both a model and a dataset; give an id: {', '.join(short_id(i) for i in found)}")
+    return cat.show(found[0], as_of=as_of)
 
 
 def _nested(row: dict[str, Any], table: str) -> dict[str, Any]:
@@ -280,8 +308,8 @@ def _nested(row: dict[str, Any], table: str) -> dict[str, Any]:
 
 @app.command()
 def compare(
-    a: Annotated[str, typer.Argument(help="A model's id or id prefix (with --commits: a commit).")],
-    b: Annotated[str, typer.Argument(help="Another model's id or id prefix (with --commits: a commit).")],
+    a: Annotated[str, typer.Argument(help="A model's name, id or id prefix (with --commits: a commit).")],
+    b: Annotated[str, typer.Argument(help="Another model's name, id or id prefix (with --commits: a commit).")],
     commits: Annotated[bool, typer.Option(
         "--commits", help="Compare the catalogue as it stood after commits A and B (id, id prefix or seq).")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
@@ -300,7 +328,11 @@ def compare(
     if commits and as_of is not None:
         raise typer.BadParameter("--as-of compares two models; --commits names its own two commits")
     cat = _open()
-    _emit(compare_commits(cat, a, b) if commits else compare_models(cat, a, b, as_of=as_of), fmt, out)
+    if commits:
+        _emit(compare_commits(cat, a, b), fmt, out)
+        return
+    _emit(compare_models(cat, resolve_model(cat, a, as_of=as_of), resolve_model(cat, b, as_of=as_of), as_of=as_of),
+          fmt, out)
 
 
 @app.command()
@@ -357,6 +389,7 @@ def import_(
         "--verify", min=0.0, max=1.0, help="Then re-run this share of the imported runs (see `modelsci verify`).")] = None,
     seed: Annotated[int, typer.Option(help="With --verify: seed of the sample.")] = 0,
     device: Annotated[str, typer.Option(help="With --verify: auto, cpu or cuda.")] = "auto",
+    sources: SourcesOption = None,
 ) -> None:
     """Merge an export into the catalogue; importing the same export twice changes nothing.
 
@@ -373,7 +406,7 @@ def import_(
         err.print(f"note: {note}", soft_wrap=True)
     if verify_fraction:
         added = {r["id"] for r in cat.query("SELECT id FROM runs").to_pylist()} - before
-        _verify(cat, device, fraction=verify_fraction, seed=seed, among=added)
+        _verify(cat, device, fraction=verify_fraction, seed=seed, among=added, sources=sources)
 
 
 @app.command()
@@ -382,6 +415,8 @@ def verify(
     runs: Annotated[int | None, typer.Option(min=1, help="Number of runs to re-run, instead of --fraction.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random sample of runs.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    model: Annotated[str | None, typer.Option(help="Only runs of this model (name, id or id prefix).")] = None,
+    sources: SourcesOption = None,
 ) -> None:
     """Re-run a random sample of the catalogue's runs and judge their findings against the stored ones.
 
@@ -393,11 +428,16 @@ def verify(
     """
     if fraction is not None and runs is not None:
         raise typer.BadParameter("give --fraction or --runs, not both")
-    _verify(_open(), device, fraction=fraction, runs=runs, seed=seed)
+    cat = _open()
+    among = None
+    if model is not None:
+        model_id = resolve_model(cat, model)
+        among = {r["id"] for r in cat.query("SELECT id FROM runs WHERE model_id = $id", {"id": model_id}).to_pylist()}
+    _verify(cat, device, fraction=fraction, runs=runs, seed=seed, among=among, sources=sources)
 
 
 def _verify(cat: catalogue.Catalogue, device: str, *, fraction: float | None = None, runs: int | None = None,
-            seed: int = 0, among: set[str] | None = None) -> None:
+            seed: int = 0, among: set[str] | None = None, sources: Path | None = None) -> None:
     with _needs("hf", "verify"):
         from modelsci.verify import sample_runs
         from modelsci.verify import verify as verify_runs
@@ -409,7 +449,7 @@ def _verify(cat: catalogue.Catalogue, device: str, *, fraction: float | None = N
         detail = f": {verdict.detail}" if verdict.outcome != "replicated" else ""
         console.print(f"{verdict.outcome:<13} {verdict.run_id[:19]}  {verdict.analysis_id}{detail}", soft_wrap=True)
 
-    report = verify_runs(cat, sample, device=device, on_verdict=show)
+    report = verify_runs(cat, sample, device=device, on_verdict=show, sources=sources)
     counts = {o: len(report.of(o)) for o in ("replicated", "contradicted", "unverifiable")}
     console.print(f"{counts['replicated']} replicated, {counts['contradicted']} contradicted, "
                   f"{counts['unverifiable']} could not be verified")
@@ -439,14 +479,14 @@ def submit(
     with console.status("resolving the model and dataset ..."):
         submission = submit_manifest(cat, read_manifest(manifest), rerun=rerun, retry_failed=retry_failed,
                                      base_dir=manifest.parent)
-    console.print(f"model   {submission.model.id}  ({submission.model.framework}, "
+    console.print(f"model   {submission.model.id}  {submission.model.instance.name} ({submission.model.framework}, "
                   f"{submission.model.instance.source_uri})")
     if submission.dataset is not None:
-        console.print(f"dataset {submission.dataset.id}  ({submission.dataset.entity.source_uri}, "
-                      f"{submission.dataset.entity.rows} rows)")
+        console.print(f"dataset {submission.dataset.id}  {submission.dataset.entity.name} "
+                      f"({submission.dataset.entity.source_uri}, {submission.dataset.entity.rows} rows)")
     if submission.train is not None:
-        console.print(f"train   {submission.train.id}  ({submission.train.entity.source_uri}, "
-                      f"{submission.train.entity.rows} rows)")
+        console.print(f"train   {submission.train.id}  {submission.train.entity.name} "
+                      f"({submission.train.entity.source_uri}, {submission.train.entity.rows} rows)")
     for run_id in submission.queued:
         console.print(f"queued  {run_id}")
     if submission.failed_before:

@@ -24,6 +24,7 @@ key is planned again, as its next attempt, only when the failure can change:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,27 +89,31 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False, retry_fai
     # Resolve what is valid even when other parts are not, so every problem shows at once.
     model_spec = manifest.model if manifest else _section(manifest_text, "model", ModelSpec)
     dataset_spec = manifest.dataset if manifest else _section(manifest_text, "dataset", DatasetSpec)
-    model_spec, dataset_spec = _relative_to(model_spec, base_dir), _relative_to(dataset_spec, base_dir)
+    # Local sources are recorded relative to the manifest's folder (``local:NAME`` outside it); where
+    # their files are here stays in the queue, which is never exported.
+    (model_spec, model_at), (dataset_spec, data_at) = _recorded(model_spec, base_dir), _recorded(dataset_spec, base_dir)
+    train_at = None
     if dataset_spec is not None and dataset_spec.train is not None:
-        dataset_spec = dataset_spec.model_copy(update={"train": _relative_to(dataset_spec.train, base_dir)})
+        train_spec, train_at = _recorded(dataset_spec.train, base_dir)
+        dataset_spec = dataset_spec.model_copy(update={"train": train_spec})
     requests = manifest.analyses if manifest else []
     retraining = [i for i, r in enumerate(requests) if plugins[r.name].needs_training_data]
     model = dataset = train = None
     inputs: ModelInputs | None = None
     if model_spec is not None:
         try:
-            model = resolve_model(model_spec)
+            model = resolve_model(model_spec, location=model_at)
             inputs = model_inputs(model)
         except ModelsciError as exc:
             problems.append(_at("model.source", str(exc)))
         if dataset_spec is not None:
             try:
-                dataset = resolve_dataset(dataset_spec, model_spec.task, inputs)
+                dataset = resolve_dataset(dataset_spec, model_spec.task, inputs, location=data_at)
             except ModelsciError as exc:
                 problems.append(_at("dataset.source", str(exc)))
         if dataset is not None and dataset_spec is not None and (retraining or dataset_spec.train is not None):
             try:
-                train = resolve_training(dataset_spec, dataset, model_spec.task, inputs)
+                train = resolve_training(dataset_spec, dataset, model_spec.task, inputs, location=train_at)
             except ModelsciError as exc:
                 problems.append(_at("dataset.train.source", str(exc)))
     if manifest is not None and model is not None:
@@ -130,8 +135,11 @@ def submit(cat: Catalogue, manifest_text: str, *, rerun: bool = False, retry_fai
                        + (f" and {manifest.dataset.source}" if manifest.dataset else "")
                        + (f" (trained on {train.entity.source_uri})" if train else ""))
     submission_id = content_id({"manifest": manifest.model_dump(mode="json"), "rerun": rerun})
+    locations = {entity_id: str(at) for entity_id, at in ((dataset.id if dataset else None, data_at),
+                                                          (train.id if train else None, train_at)) if entity_id and at}
     planned, failed_before = plan_runs(cat, manifest, model, dataset, submission_id, train=train, rerun=rerun,
-                                       retry_failed=retry_failed)
+                                       retry_failed=retry_failed, locations=locations,
+                                       base_dir=(base_dir or Path.cwd()).absolute())
     queued = cat.enqueue(planned)
     return Submission(submission_id, model, dataset, queued,
                       [r.run_id for r in planned if r.run_id not in queued], failed_before, train)
@@ -162,10 +170,15 @@ def _analysis_refusals(plugins: dict[str, type[AnalysisPlugin]], manifest: Manif
 
 def plan_runs(cat: Catalogue, manifest: Manifest, model: ModelHandle, dataset: DatasetHandle | None,
               submission_id: str, *, train: DatasetHandle | None = None, rerun: bool = False,
-              retry_failed: bool = False) -> tuple[list[QueuedRun], list[str]]:
+              retry_failed: bool = False, locations: dict[str, str] | None = None,
+              base_dir: Path | None = None) -> tuple[list[QueuedRun], list[str]]:
     """One run per (analysis, params, seed), skipping keys already planned unless ``rerun``, and
     keys whose run failed for a reason that cannot change unless ``retry_failed`` (see the module
-    docstring). Returns the runs and the ids of the failed runs not planned again."""
+    docstring). Returns the runs and the ids of the failed runs not planned again.
+
+    ``locations`` (dataset id to the local path its rows are read from) and ``base_dir`` (the
+    manifest's folder) go into each queued run's ``model_spec``: local-only state, never exported."""
+    local = {"locations": locations or {}, **({"base_dir": str(base_dir)} if base_dir else {})}
     plugins = registry()
     rows = cat.query(
         "SELECT q.run_key, q.attempt, q.status, q.run_id, json_extract_string(r.environment, '$.failure') AS failure, "
@@ -190,7 +203,7 @@ def plan_runs(cat: Catalogue, manifest: Manifest, model: ModelHandle, dataset: D
                 last = latest[key]
                 if last["status"] != "failed" and not rerun:
                     runs.append(_queued(key, last["attempt"], model, dataset, fits_on, analysis_id, params, seed,
-                                        manifest, submission_id))
+                                        manifest, submission_id, local))
                     continue
                 lasting = last["failure"] == "run" and (last["version"], last["code"]) == (
                     here["packages"].get("modelsci"), here.get("modelsci_commit"))
@@ -199,19 +212,20 @@ def plan_runs(cat: Catalogue, manifest: Manifest, model: ModelHandle, dataset: D
                     continue
                 attempt = last["attempt"] + 1
             runs.append(_queued(key, attempt, model, dataset, fits_on, analysis_id, params, seed, manifest,
-                                submission_id))
+                                submission_id, local))
     return runs, failed_before
 
 
 def _queued(key: str, attempt: int, model: ModelHandle, dataset: DatasetHandle | None,
             train: DatasetHandle | None, analysis_id: str, params: dict, seed: int, manifest: Manifest,
-            submission_id: str) -> QueuedRun:
+            submission_id: str, local: dict[str, Any]) -> QueuedRun:
     return QueuedRun(
         run_id=run_id(key, attempt), run_key=key, attempt=attempt,
         model_id=model.id, dataset_id=dataset.id if dataset else None, analysis_id=analysis_id,
         params=params, seed=seed,
-        model_spec={**manifest.model.model_dump(mode="json"), **model.spec(),
-                    "revision": model.instance.revision or manifest.model.revision},
+        # ``source`` and ``name`` as recorded; ``path``, ``locations`` and ``base_dir`` where the files are here.
+        model_spec={**manifest.model.model_dump(mode="json"), **model.spec(), **local,
+                    "name": model.instance.name, "revision": model.instance.revision or manifest.model.revision},
         # The resolved sources (columns explicit, in the model's order; hub revisions pinned):
         # the executor reads exactly the rows identified here.
         dataset_spec=dataset.spec if dataset else None,
@@ -231,11 +245,21 @@ def _link_base_model(cat: Catalogue, model: ModelHandle) -> None:
         model.instance.base_model_id = rows[0]["id"]
 
 
-def _relative_to(spec: Any, base_dir: Path | None) -> Any:
-    """``spec`` with a relative local ``source`` made absolute against ``base_dir``."""
-    if spec is None or base_dir is None or "://" in spec.source or Path(spec.source).expanduser().is_absolute():
-        return spec
-    return spec.model_copy(update={"source": str((base_dir / spec.source).absolute())})
+def _recorded(spec: Any, base_dir: Path | None) -> tuple[Any, Path | None]:
+    """``spec`` with a local ``source`` in the form the catalogue records, and where its files are.
+
+    A source inside the manifest's folder (``base_dir``, else the working directory) is recorded
+    relative to it (``models/rf``); one outside it as ``local:`` and its folder or file name
+    (``local:rf``), so that no local absolute path reaches the catalogue. Hub and ``sklearn://``
+    sources are kept as given, with no location.
+    """
+    if spec is None or "://" in spec.source:
+        return spec, None
+    base = Path(os.path.normpath((base_dir or Path.cwd()).expanduser().absolute()))
+    at = Path(os.path.normpath(base / Path(spec.source).expanduser()))
+    inside = at != base and at.is_relative_to(base)
+    recorded = at.relative_to(base).as_posix() if inside else f"local:{at.name or 'root'}"
+    return spec.model_copy(update={"source": recorded}), at
 
 
 def _section(text: str, name: str, spec: type[BaseModel]) -> Any:

@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelsci.analyses.base import registry
@@ -82,19 +83,22 @@ def sample_runs(cat: Catalogue, *, fraction: float | None = None, runs: int | No
 
 
 def verify(cat: Catalogue, run_ids: list[str], *, device: str,
-           on_verdict: Callable[[RunVerdict], None] = lambda verdict: None) -> VerifyReport:
+           on_verdict: Callable[[RunVerdict], None] = lambda verdict: None,
+           sources: Path | None = None) -> VerifyReport:
     """Re-run each of ``run_ids`` on ``device`` (auto, cpu, cuda) and commit it as a verification
-    run; return the verdicts."""
+    run; return the verdicts. A local model or dataset is read where it was when it was queued here,
+    else its recorded source (relative to the manifest's folder) is looked for in ``sources``
+    (default: the working directory)."""
     device = resolve_device(device)
     report = VerifyReport()
     for run_id in run_ids:
-        verdict = _verify_one(cat, run_id, device)
+        verdict = _verify_one(cat, run_id, device, sources)
         report.verdicts.append(verdict)
         on_verdict(verdict)
     return report
 
 
-def _verify_one(cat: Catalogue, run_id: str, device: str) -> RunVerdict:
+def _verify_one(cat: Catalogue, run_id: str, device: str, sources: Path | None) -> RunVerdict:
     run = _one(cat, "SELECT * FROM runs WHERE id = $id", run_id)
     analysis_id = run["analysis_id"]
     name, version = analysis_id.split("@", 1)
@@ -103,7 +107,7 @@ def _verify_one(cat: Catalogue, run_id: str, device: str) -> RunVerdict:
         have = f"{name}@{plugin.version}" if plugin else "nothing"
         return RunVerdict(run_id, analysis_id, "unverifiable", f"analysis {analysis_id} is not installed (have {have})")
     try:
-        queued = _rebuild(cat, run)
+        queued = _rebuild(cat, run, sources)
     except (ModelsciError, OSError, LookupError) as exc:
         return RunVerdict(run_id, analysis_id, "unverifiable", _one_line(exc))
     bundle = execute(queued, device)
@@ -142,29 +146,31 @@ def _judge(cat: Catalogue, original_run: str, verification_run: str, analysis_id
                       verification_run)
 
 
-def _rebuild(cat: Catalogue, run: dict[str, Any]) -> QueuedRun:
+def _rebuild(cat: Catalogue, run: dict[str, Any], sources: Path | None = None) -> QueuedRun:
     """The queued run that makes ``run`` again, from the catalogue's records, with its inputs
     resolved here and checked to be the same (same model id, same dataset id)."""
     model = _one(cat, "SELECT * FROM models WHERE id = $id", run["model_id"])
     model_spec = ModelSpec(source=model["source_uri"], revision=model["revision"], task=model["task"])
-    handle = resolve_model(model_spec)
+    handle = resolve_model(model_spec, location=_location(cat, model["id"], model["source_uri"], sources))
     if handle.id != model["id"]:
         raise LookupError(f"the model at {model['source_uri']} is not the one the run studied "
                           f"(now {handle.id[:19]}..., recorded {model['id'][:19]}...)")
-    dataset_spec = _dataset_spec(cat, run["dataset_id"], model["task"])
-    train_spec = _dataset_spec(cat, run["train_dataset_id"], model["task"])
+    dataset_spec = _dataset_spec(cat, run["dataset_id"], model["task"], sources)
+    train_spec = _dataset_spec(cat, run["train_dataset_id"], model["task"], sources)
     attempt = cat.query("SELECT count(*) AS n FROM runs WHERE verifies_run_id = $id",
                         {"id": run["id"]}).to_pylist()[0]["n"]
     key = verification_run_key(run["id"])
+    located = {i: str(at) for i, spec in ((run["dataset_id"], dataset_spec), (run["train_dataset_id"], train_spec))
+               if i and spec and (at := _location(cat, i, spec["source"], sources))}
     return QueuedRun(
         run_id=planned_run_id(key, attempt), run_key=key, attempt=attempt, model_id=run["model_id"],
         dataset_id=run["dataset_id"], analysis_id=run["analysis_id"], params=run["params"], seed=run["seed"],
-        model_spec={**model_spec.model_dump(mode="json"), **handle.spec(),
-                    "revision": handle.instance.revision or model_spec.revision},
+        model_spec={**model_spec.model_dump(mode="json"), **handle.spec(), "name": model.get("name"),
+                    "locations": located, "revision": handle.instance.revision or model_spec.revision},
         dataset_spec=dataset_spec, train_dataset_id=run["train_dataset_id"], train_spec=train_spec)
 
 
-def _dataset_spec(cat: Catalogue, dataset_id: str | None, task: str) -> dict[str, Any] | None:
+def _dataset_spec(cat: Catalogue, dataset_id: str | None, task: str, sources: Path | None) -> dict[str, Any] | None:
     """The recorded spec of a dataset, checked to resolve here to the same dataset id."""
     if dataset_id is None:
         return None
@@ -173,11 +179,36 @@ def _dataset_spec(cat: Catalogue, dataset_id: str | None, task: str) -> dict[str
     if spec is None:
         raise LookupError(f"the catalogue does not record how dataset {dataset_id[:19]}... was read "
                           "(made by an older modelsci)")
-    handle = resolve_dataset(DatasetSpec.model_validate(spec), task)
+    handle = resolve_dataset(DatasetSpec.model_validate(spec), task,
+                             location=_location(cat, dataset_id, spec.get("source", ""), sources))
     if handle.id != dataset_id:
         raise LookupError(f"the data at {row['source_uri']} is not the dataset the run studied "
                           f"(now {handle.id[:19]}..., recorded {dataset_id[:19]}...)")
     return spec
+
+
+# Where a model's (its folder) or a dataset's (``locations`` in the queued model spec) local files
+# were when it was last queued here: the queue is this machine's own and never exported.
+_LOCATION_SQL = """
+SELECT CASE WHEN model_id = $id THEN json_extract_string(model_spec, '$.path')
+            ELSE json_extract_string(model_spec, '$.locations') ->> $id END AS location
+FROM store.queue WHERE model_id = $id OR dataset_id = $id OR train_dataset_id = $id
+ORDER BY queued_at DESC"""
+
+
+def _location(cat: Catalogue, entity_id: str, source: str, sources: Path | None) -> Path | None:
+    """Where a local model's or dataset's files are on this machine: where the queue last recorded
+    them, else its recorded source (relative to the manifest's folder) under ``sources``; None for
+    hub and scikit-learn sources, and to read the source as given (from the working directory)."""
+    if "://" in source:
+        return None
+    found = next((r["location"] for r in cat.query(_LOCATION_SQL, {"id": entity_id}).to_pylist() if r["location"]),
+                 None)
+    if found:
+        return Path(found)
+    if sources is not None and not source.startswith("local:") and not Path(source).is_absolute():
+        return sources / source
+    return None
 
 
 def _one(cat: Catalogue, query: str, entity_id: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ __all__ = [
     "Pillar",
     "Run",
     "RunStatus",
+    "source_name",
 ]
 
 
@@ -61,6 +62,16 @@ class LinkRelation(str, Enum):
     derived_from = "derived_from"
 
 
+def source_name(source: str) -> str:
+    """The name a model or dataset gets when its manifest gives none: the hub id (``org/name``) of
+    an ``hf://`` source, else the last part of its path or URI (a folder or file name, the
+    scikit-learn dataset of ``sklearn://NAME``; ``local:NAME`` gives ``NAME``)."""
+    if source.startswith("hf://"):
+        return source.removeprefix("hf://").split("@")[0].strip("/") or source
+    tail = source.split("://", 1)[-1].removeprefix("local:").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return tail or source
+
+
 def _json(description: str, default_factory: Any = dict) -> Any:
     return Field(default_factory=default_factory, sa_column=Column(JSON), description=description)
 
@@ -74,7 +85,9 @@ class ModelInstance(SQLModel, table=True):
 
     __tablename__ = "models"
     id: str = Field(primary_key=True, description="Tensor hash: `sha256:` over every tensor's name, dtype, shape and bytes.")
-    source_uri: str = Field(description="Where the weights came from: `hf://org/name`, a folder or a file.")
+    name: str | None = Field(default=None, description="Name to show: the manifest's `model.name`, else the hub id (`org/name`), else the folder or file name. Not unique and not part of the id.")
+    origin: str = Field(default="submitted", description="`submitted` (registered from a manifest) or `derived` (made by an analysis, e.g. a Rashomon set member, with `base_model_id` the model it was derived from).")
+    source_uri: str = Field(description="Where the weights came from: `hf://org/name`, a path relative to the manifest's folder, or `local:NAME` for a local folder or file outside it.")
     revision: str | None = Field(default=None, description="Pinned revision (the hub's commit sha) when the source has one.")
     family: str | None = Field(default=None, description="Model family, e.g. `bert`, `logistic_regression`.")
     architecture: str | None = Field(default=None, description="Architecture class name, e.g. `BertModel`.")
@@ -96,7 +109,8 @@ class Dataset(SQLModel, table=True):
 
     __tablename__ = "datasets"
     id: str = Field(primary_key=True, description="`sha256:` over what the model reads: the role columns in the order fed (Arrow IPC stream of the rows as used), the roles, split and row limit.")
-    source_uri: str = Field(description="`sklearn://breast_cancer`, `hf://org/name`, a folder or a file.")
+    name: str | None = Field(default=None, description="Name to show: the manifest's `dataset.name`, else the hub id, the scikit-learn dataset's name or the file or folder name. Not unique and not part of the id.")
+    source_uri: str = Field(description="`sklearn://breast_cancer`, `hf://org/name`, a path relative to the manifest's folder, or `local:NAME` for a local file or folder outside it.")
     revision: str | None = Field(default=None, description="Pinned revision, when the source has one.")
     config: str | None = Field(default=None, description="Dataset configuration name, when the source has several.")
     split: str | None = Field(default=None, description="Split used, e.g. `test`.")

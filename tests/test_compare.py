@@ -150,8 +150,8 @@ def test_unknown_or_ambiguous_model_prefixes_say_so(two: Two) -> None:
     for args in (["findings", "--model", missing], ["compare", missing, two.ids[0][7:19]]):
         result = modelsci(*args, catalogue_dir=root, check=False)
         assert result.returncode == 1, result
-        assert result.stderr.strip() == f"error: no model '{missing}' in the catalogue (`modelsci sql \"SELECT id " \
-                                        "FROM models\"` lists them)"
+        assert result.stderr.strip() == f"error: no model named '{missing}' or with an id starting with it in the " \
+                                        "catalogue (`modelsci sql \"SELECT name, id FROM models\"` lists them)"
     with pytest.raises(UnknownIdError, match="ambiguous: 2 models match"):
         compare_models(two.cat, "sha256:", two.ids[0])
     assert two.cat.findings(model=two.ids[0][:12]).num_rows == len(_summary(two.cat, two.ids[0]))

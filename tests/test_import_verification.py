@@ -239,7 +239,7 @@ def unknown_format(src: Path) -> None:
 
 
 def newer_schema(src: Path) -> None:
-    edit_manifest(src, lambda m: m.update(schema_version=3))
+    edit_manifest(src, lambda m: m.update(schema_version=4))
 
 
 def newer_ids(src: Path) -> None:
@@ -258,7 +258,7 @@ def older_format(src: Path) -> None:
 
 def older_format_claiming_this_one(src: Path) -> None:
     older_format(src)
-    edit_manifest(src, lambda m: m.update(schema_version=2, id_format=2))
+    edit_manifest(src, lambda m: m.update(schema_version=3, id_format=2))
 
 
 def older_format_dressed_as_this_one(src: Path) -> None:
@@ -266,7 +266,9 @@ def older_format_dressed_as_this_one(src: Path) -> None:
     manifest to match: its ids do not recompute, so it is refused as edited."""
     older_format_claiming_this_one(src)
     seeds = {r["id"]: r["seed"] for r in pq.read_table(src / "tables/runs.parquet").to_pylist()}
-    for name, columns in (("runs", {"train_dataset_id": lambda r: None, "verifies_run_id": lambda r: None}),
+    for name, columns in (("models", {"name": lambda r: "m", "origin": lambda r: "submitted"}),
+                          ("datasets", {"name": lambda r: "d"}),
+                          ("runs", {"train_dataset_id": lambda r: None, "verifies_run_id": lambda r: None}),
                           ("findings", {"seed": lambda r: seeds[r["run_id"]], "replication_key": lambda r: r["key_id"]})):
         path = src / "tables" / f"{name}.parquet"
         table = pq.read_table(path)
@@ -312,13 +314,13 @@ REFUSALS = [
     (link_to_nowhere, "empty", r"^finding_links row .* -extends-> sha256:eeeeeeeeeeee\.\.\.: dst_id sha256:eeeeeeeeeeee"
                                r"\.\.\. is neither in the catalogue nor in the export at or before its commit$"),
     (unknown_format, "empty", r"format 'some-other-export' is not 'modelsci-export'; this is not a modelsci export"),
-    (newer_schema, "empty", r"schema version 3, id format 2 is newer than this modelsci's \(2, 2\); upgrade modelsci"),
-    (newer_ids, "empty", r"schema version 2, id format 3 is newer than this modelsci's \(2, 2\); upgrade modelsci"),
-    (claims_an_older_format, "empty", r"manifest\.json: an export of an older format \(schema version 2, id format 1; "),
+    (newer_schema, "empty", r"schema version 4, id format 2 is newer than this modelsci's \(3, 2\); upgrade modelsci"),
+    (newer_ids, "empty", r"schema version 3, id format 3 is newer than this modelsci's \(3, 2\); upgrade modelsci"),
+    (claims_an_older_format, "empty", r"manifest\.json: an export of an older format \(schema version 3, id format 1; "),
     (older_format, "empty", r"manifest\.json: an export of an older format \(schema version 1, id format 1; this "
-                            r"modelsci reads 2, 2\), whose ids it cannot check: run `modelsci upgrade` on the "
+                            r"modelsci reads 3, 2\), whose ids it cannot check: run `modelsci upgrade` on the "
                             r"catalogue it came from and export again"),
-    (older_format_claiming_this_one, "empty", r"runs\.parquet has no column 'train_dataset_id'"),
+    (older_format_claiming_this_one, "empty", r"models\.parquet has no column 'name'"),
     (older_format_dressed_as_this_one, "empty", r"^findings row sha256:[0-9a-f]{12}\.\.\.: its key_id does not match "
                                                 r"its model, dataset, analysis, params, seed, kind and subject \(edited\?\)$"),
 ]

@@ -104,6 +104,9 @@ def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(tmp_p
                       "JOIN models m ON m.id = f.model_id WHERE f.kind = 'rashomon_member'").to_pylist()
     reference = cat.sql("SELECT id FROM models WHERE base_model_id IS NULL").to_pylist()[0]["id"]
     assert len(members) >= 20 and all(m["base_model_id"] == reference for m in members)
+    origins = cat.sql("SELECT origin, count(*) AS n, min(name) AS name FROM models GROUP BY origin ORDER BY origin")
+    assert origins.to_pylist() == [{"origin": "derived", "n": len(members), "name": "lr Rashomon member 0"},
+                                   {"origin": "submitted", "n": 1, "name": "lr"}]
     assert all(m["value"] <= figures["bound"] + 1e-12 for m in members)  # each within epsilon
     links = cat.sql("SELECT src_id FROM finding_links WHERE relation = 'derived_from'").to_pylist()
     assert {link["src_id"] for link in links} == {m["id"] for m in members}

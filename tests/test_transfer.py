@@ -53,7 +53,7 @@ def test_export_then_import_into_an_empty_catalogue_gives_identical_answers(sour
     manifest = export(source, tmp_path / "export")
     assert manifest["catalogue_commit"]["seq"] == 5
     assert manifest["tables"]["findings"]["rows"] == 6
-    assert (manifest["schema_version"], manifest["id_format"]) == (2, 2)
+    assert (manifest["schema_version"], manifest["id_format"]) == (3, 2)
     target = catalogue.open(tmp_path / "target", create=True)
     report = import_export(target, tmp_path / "export")
     assert len(report.landed) == 5 and report.renamed == {}

@@ -58,7 +58,8 @@ def test_verify_reports_an_edited_value_as_contradicted(verified_catalogue: Path
 
 def test_verify_says_what_it_cannot_verify(verified_catalogue: Path, tmp_path: Path) -> None:
     cat_dir = shutil.copytree(verified_catalogue, tmp_path / "cat")
-    source = catalogue.open(cat_dir).sql("SELECT source_uri FROM models").to_pylist()[0]["source_uri"]
+    recorded = catalogue.open(cat_dir).sql("SELECT source_uri FROM models").to_pylist()[0]["source_uri"]
+    source = verified_catalogue.parent / recorded  # recorded relative to the manifest's folder
     away = shutil.move(source, tmp_path / "elsewhere")  # the model is gone from this machine
     try:
         result = modelsci("verify", "--fraction", "0.5", "--seed", "3", catalogue_dir=cat_dir, check=False)
@@ -71,8 +72,9 @@ def test_verify_says_what_it_cannot_verify(verified_catalogue: Path, tmp_path: P
 
 def test_import_verify_re_runs_the_share_of_runs_it_added(verified_catalogue: Path, tmp_path: Path) -> None:
     modelsci("export", str(tmp_path / "export"), catalogue_dir=verified_catalogue)
+    # Not queued here, the runs' local model is found by its recorded source under --sources.
     result = modelsci("import", str(tmp_path / "export"), "--verify", "0.5", "--seed", "1",
-                      catalogue_dir=tmp_path / "cat", timeout=600)
+                      "--sources", str(verified_catalogue.parent), catalogue_dir=tmp_path / "cat", timeout=600)
     assert "verifying 2 run(s)" in result.stdout  # half of the 3 runs the import added, rounded up
     assert "2 replicated, 0 contradicted, 0 could not be verified" in result.stdout
     again = modelsci("import", str(tmp_path / "export"), "--verify", "1", catalogue_dir=tmp_path / "cat")

@@ -45,6 +45,7 @@ __all__ = [
     "ReaderLimits",
     "check_read_only",
     "lock_down",
+    "plain_file",
     "run_bounded",
 ]
 
@@ -172,9 +173,9 @@ def one_line(message: str) -> str:
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, root: Path, query: str,
-              limits: ReaderLimits | None = None) -> str:
-    """Turn off file access but for the artifacts ``query`` names, set the memory limit (no
-    spilling to disk), and lock the settings.
+              limits: ReaderLimits | None = None, views_read: list[str] | None = None) -> str:
+    """Turn off file access but for the artifacts ``query`` names (and those its artifact views
+    read, ``views_read``), set the memory limit (no spilling to disk), and lock the settings.
 
     Returns the query with relative artifact paths (``'artifacts/<sha256>.parquet'``, as the
     ``artifacts`` table gives them) made absolute, since DuckDB checks allowed paths as given.
@@ -182,9 +183,9 @@ def lock_down(con: duckdb.DuckDBPyConnection, root: Path, query: str,
     limits = limits or ReaderLimits.resolve()
     artifacts_dir = (root / "artifacts").resolve()
     allowed = []
-    for sha in sorted(set(_ARTIFACT_PATH.findall(query))):
+    for sha in sorted(set(_ARTIFACT_PATH.findall(" ".join([query, *(views_read or [])])))):
         path = artifacts_dir / f"{sha}.parquet"
-        if _plain_file(path):
+        if plain_file(path):
             allowed.append(str(path))
     con.execute("SET temp_directory = ''")  # no spilling: DuckDB would write <catalogue>.duckdb.tmp/
     con.execute("SET memory_limit = ?", [f"{limits.memory_bytes}b"])
@@ -197,7 +198,7 @@ def lock_down(con: duckdb.DuckDBPyConnection, root: Path, query: str,
     return _RELATIVE_ARTIFACT.sub(lambda m: "'" + str(root.resolve() / m[1]) + "'", query)
 
 
-def _plain_file(path: Path) -> bool:
+def plain_file(path: Path) -> bool:
     """A regular file with one name: not a symlink, a device or a file hard-linked from elsewhere."""
     try:
         st = path.lstat()

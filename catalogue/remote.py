@@ -31,13 +31,14 @@ import json
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import duckdb
 import pyarrow as pa
 
+from modelsci.catalogue.artifact_views import create_artifact_views
 from modelsci.catalogue.readonly import ReaderLimits, check_read_only, one_line, run_bounded
 from modelsci.catalogue.schema import ID_FORMAT, SCHEMA_VERSION, TABLES, create_views
 from modelsci.catalogue.store import Catalogue, mark_json, resolve_commit
@@ -47,7 +48,7 @@ from modelsci.schemas.entities import Commit
 from modelsci.schemas.errors import MissingExtraError, ModelsciError
 from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["HTTP_TIMEOUT_S", "ReadOnlyCatalogueError", "RemoteCatalogue", "RemoteCatalogueError", "is_url"]
+__all__ = ["HTTP_TIMEOUT_S", "ReadOnlyCatalogueError", "RemoteCatalogue", "RemoteCatalogueError", "is_url", "store_statements"]
 
 HTTP_TIMEOUT_S = 60.0
 """How long one HTTP request of a published catalogue may take."""
@@ -110,7 +111,8 @@ class RemoteCatalogue(Catalogue):
         check_read_only(query)
         limits = ReaderLimits.resolve(timeout, memory_limit)
         with self.reader(as_of) as con:
-            query = _lock_down(con, self, query, limits)
+            files = create_artifact_views(con, query, self.base)
+            query = _lock_down(con, self, query, limits, files)
             types = con.sql(query).types  # binds the query only: what run_bounded's Arrow loses
             return mark_json(run_bounded(con, query, limits), types)
 
@@ -211,19 +213,28 @@ def _filesystem(timeout: float) -> Any:
 
 
 def _create_store(con: duckdb.DuckDBPyConnection, cat: RemoteCatalogue, *, history: bool) -> None:
-    """Views ``store.<name>`` over the published tables, with the columns of the local store's tables.
+    """Views ``store.<name>`` over the published tables (``store_statements``)."""
+    for statement in store_statements(cat.table_url, history=history):
+        con.execute(statement)
+
+
+def store_statements(table_url: Callable[[str], str], *, history: bool, json_type: str = "JSON") -> list[str]:
+    """The SQL making views ``store.<name>`` over the published tables (each read at ``table_url(name)``),
+    with the columns of the local store's tables; the site's Query page runs it too.
 
     With ``history`` (an ``as_of`` query), the bookkeeping that cuts views off at a commit is
     rebuilt from the commits and links; without it, only what the current views read: a
     finding's status (that it was superseded, and whether a verification run made it).
+    ``json_type`` is what JSON columns are cast to: ``VARCHAR`` for a DuckDB without the json extension.
     """
-    con.execute("CREATE SCHEMA store")
+    statements = ["CREATE SCHEMA store"]
     for name in EXPORTED:  # commits first: the others join it
         spec = TABLES[name]
-        cols = ", ".join(f'CAST(p."{c.name}" AS {c.sql_type}) AS "{c.name}"' for c in spec.columns)
-        source = f"read_parquet({_quote(cat.table_url(name))}) p"
+        cols = ", ".join(f'CAST(p."{c.name}" AS {json_type if c.sql_type == "JSON" else c.sql_type}) AS "{c.name}"'
+                         for c in spec.columns)
+        source = f"read_parquet({_quote(table_url(name))}) p"
         if name == "commits":
-            con.execute(f"CREATE VIEW store.commits AS SELECT {cols} FROM {source}")
+            statements.append(f"CREATE VIEW store.commits AS SELECT {cols} FROM {source}")
             continue
         if history:
             cols += ", c.seq AS commit_seq"
@@ -232,7 +243,7 @@ def _create_store(con: duckdb.DuckDBPyConnection, cat: RemoteCatalogue, *, histo
             cols += ", NULL::BIGINT AS commit_seq"
         if name == "findings":
             if history:
-                links = _quote(cat.table_url("finding_links"))
+                links = _quote(table_url("finding_links"))
                 source += (f" LEFT JOIN (SELECT l.dst_id, min(lc.seq) AS seq FROM read_parquet({links}) l "
                            "JOIN store.commits lc ON lc.id = l.commit_id WHERE l.relation = 'supersedes' "
                            "GROUP BY l.dst_id) s ON s.dst_id = p.id")
@@ -240,15 +251,19 @@ def _create_store(con: duckdb.DuckDBPyConnection, cat: RemoteCatalogue, *, histo
             else:
                 cols += ", CASE WHEN p.status = 'superseded' THEN 0 END AS superseded_seq"  # any seq: only set or not
             cols += ", NULL::BIGINT AS key_bits, p.status = 'verification' AS verification"
-        con.execute(f"CREATE VIEW store.{name} AS SELECT {cols} FROM {source}")
+        statements.append(f"CREATE VIEW store.{name} AS SELECT {cols} FROM {source}")
+    return statements
 
 
-def _lock_down(con: duckdb.DuckDBPyConnection, cat: RemoteCatalogue, query: str, limits: ReaderLimits) -> str:
+def _lock_down(con: duckdb.DuckDBPyConnection, cat: RemoteCatalogue, query: str, limits: ReaderLimits,
+               views_read: list[str]) -> str:
     """``readonly.lock_down`` for a published catalogue: file access only to the published tables and
-    the artifacts the query names (by URL); returns the query with relative artifact paths made URLs."""
+    the artifacts the query names or its artifact views read (``views_read``), by URL; returns the
+    query with relative artifact paths made URLs."""
     query = _RELATIVE_ARTIFACT.sub(lambda m: _quote(cat.base + m[1]), query)
     artifact = re.compile(re.escape(cat.base) + r"artifacts/[0-9a-f]{64}\.parquet")
-    allowed = sorted({cat.table_url(name) for name in EXPORTED} | set(artifact.findall(query)))
+    named = set(artifact.findall(" ".join([query, *views_read])))
+    allowed = sorted({cat.table_url(name) for name in EXPORTED} | named)
     con.execute("SET temp_directory = ''")
     con.execute("SET memory_limit = ?", [f"{limits.memory_bytes}b"])
     con.execute("SET enable_progress_bar = false")

@@ -19,10 +19,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from modelsci.catalogue.artifact_views import create_artifact_views
 from modelsci.catalogue.connection import connect, lock_timeout
 from modelsci.catalogue.landing import CommitInfo, bundle_tables, land, write_artifacts
 from modelsci.catalogue.queue import claim, enqueue, release
-from modelsci.catalogue.readonly import ReaderLimits, check_read_only, lock_down, run_bounded
+from modelsci.catalogue.readonly import ReaderLimits, check_read_only, lock_down, plain_file, run_bounded
 from modelsci.catalogue.schema import create_schema, create_views, require_current_format, upgrade_store
 from modelsci.catalogue.spool import Spool
 from modelsci.catalogue.store_memo import StoreMemo
@@ -206,7 +207,10 @@ class Catalogue:
         check_read_only(query)
         limits = ReaderLimits.resolve(timeout, memory_limit)
         with self.reader(as_of) as con:
-            query = lock_down(con, self.root, query, limits)
+            # the files' real paths, as lock_down allows them; no file linked in from elsewhere
+            root = self.root.resolve()
+            files = create_artifact_views(con, query, f"{root}/", keep=lambda path: plain_file(root / path))
+            query = lock_down(con, self.root, query, limits, files)
             types = con.sql(query).types  # binds the query only: what run_bounded's Arrow loses
             return mark_json(run_bounded(con, query, limits), types)
 

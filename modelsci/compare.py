@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from modelsci.catalogue import Catalogue
 
-__all__ = ["KEY_COLUMNS", "compare_commits", "compare_models"]
+__all__ = ["COMMITS_SQL", "KEY_COLUMNS", "MODELS_SQL", "SIDE_SQL", "compare_commits", "compare_models", "side_by_side_sql"]
 
 KEY_COLUMNS = ("dataset_id", "analysis_name", "params_hash", "kind", "subject")
 """What two models' findings are matched on."""
@@ -44,6 +44,33 @@ def compare_commits(cat: Catalogue, c1: str | int, c2: str | int) -> pa.Table:
     return _side_by_side(side_a, side_b, ("model_id", *KEY_COLUMNS))
 
 
+def side_by_side_sql(key: tuple[str, ...] = KEY_COLUMNS) -> str:
+    """The SELECT joining two sides, relations ``side_a`` and ``side_b`` of ``findings_summary``'s columns,
+    on ``key``: the columns listed in the module docstring."""
+    keys = ", ".join(f"coalesce(a.{k}, b.{k}) AS {k}" for k in key)
+    match = " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in key)
+    lo_a, hi_a = "coalesce(a.ci_low, a.mean)", "coalesce(a.ci_high, a.mean)"
+    lo_b, hi_b = "coalesce(b.ci_low, b.mean)", "coalesce(b.ci_high, b.mean)"
+    return f"""
+        SELECT {keys}, coalesce(a.unit, b.unit) AS unit,
+               a.mean AS mean_a, a.ci_low AS ci_low_a, a.ci_high AS ci_high_a,
+               b.mean AS mean_b, b.ci_low AS ci_low_b, b.ci_high AS ci_high_b,
+               b.mean - a.mean AS difference,
+               CASE WHEN a.mean IS NOT NULL AND b.mean IS NOT NULL
+                    THEN {lo_a} <= {hi_b} AND {lo_b} <= {hi_a} END AS overlap,
+               a.n_seeds AS n_seeds_a, b.n_seeds AS n_seeds_b, a.first_id AS finding_a, b.first_id AS finding_b
+        FROM side_a a FULL JOIN side_b b ON {match}
+        ORDER BY {", ".join(f"{k} NULLS FIRST" for k in key)}"""
+
+
+SIDE_SQL = _SIDE
+"""One side's rows: ``findings_summary``'s columns that a comparison reads (filter it on ``model_id``)."""
+MODELS_SQL = side_by_side_sql(KEY_COLUMNS)
+"""Two models' sides joined: what ``compare_models`` runs, and the site's Compare page in the browser."""
+COMMITS_SQL = side_by_side_sql(("model_id", *KEY_COLUMNS))
+"""The catalogue at two commits joined: what ``compare_commits`` runs, and the Compare page too."""
+
+
 def _side_by_side(side_a: pa.Table, side_b: pa.Table, key: tuple[str, ...]) -> pa.Table:
     # Both sides are already in memory (each read under its own as_of), so they are joined apart
     # from the catalogue: this works the same for a local and a published one.
@@ -51,19 +78,6 @@ def _side_by_side(side_a: pa.Table, side_b: pa.Table, key: tuple[str, ...]) -> p
     try:
         con.register("side_a", side_a)
         con.register("side_b", side_b)
-        keys = ", ".join(f"coalesce(a.{k}, b.{k}) AS {k}" for k in key)
-        match = " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in key)
-        lo_a, hi_a = "coalesce(a.ci_low, a.mean)", "coalesce(a.ci_high, a.mean)"
-        lo_b, hi_b = "coalesce(b.ci_low, b.mean)", "coalesce(b.ci_high, b.mean)"
-        return con.sql(f"""
-            SELECT {keys}, coalesce(a.unit, b.unit) AS unit,
-                   a.mean AS mean_a, a.ci_low AS ci_low_a, a.ci_high AS ci_high_a,
-                   b.mean AS mean_b, b.ci_low AS ci_low_b, b.ci_high AS ci_high_b,
-                   b.mean - a.mean AS difference,
-                   CASE WHEN a.mean IS NOT NULL AND b.mean IS NOT NULL
-                        THEN {lo_a} <= {hi_b} AND {lo_b} <= {hi_a} END AS overlap,
-                   a.n_seeds AS n_seeds_a, b.n_seeds AS n_seeds_b, a.first_id AS finding_a, b.first_id AS finding_b
-            FROM side_a a FULL JOIN side_b b ON {match}
-            ORDER BY {", ".join(f"{k} NULLS FIRST" for k in key)}""").to_arrow_table()
+        return con.sql(side_by_side_sql(key)).to_arrow_table()
     finally:
         con.close()

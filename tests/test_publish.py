@@ -243,3 +243,50 @@ def test_the_dataset_card_lets_datasets_load_a_table(published, tmp_path) -> Non
     assert sorted(loaded["train"]["id"]) == sorted(ids)
     models = datasets.load_dataset(str(published["out"]), "models", cache_dir=str(tmp_path / "hf"))
     assert models["train"].num_rows == N_MODELS
+
+
+def test_an_artifact_view_answers_alike_in_python_the_cli_and_over_http(published) -> None:
+    cat: catalogue.Catalogue = published["cat"]
+    remote = catalogue.open(published["url"])
+    query = ("SELECT model_id, seed, count(*) AS n_rows, count(DISTINCT finding_id) AS n_findings, sum(value) AS total "
+             "FROM artifact_attributions GROUP BY model_id, seed ORDER BY model_id, seed")
+    local = cat.sql(query)
+    # recomputed from the artifacts table and each file, apart from the view
+    expected: dict[tuple[str, int], list[float]] = {}
+    for row in cat.sql("SELECT a.path, f.model_id, f.seed FROM artifacts a JOIN findings f ON f.id = a.finding_id "
+                       "WHERE a.name = 'attributions'").to_pylist():
+        values = pq.read_table(cat.root / row["path"]).column("value").to_pylist()
+        expected.setdefault((row["model_id"], row["seed"]), []).extend(values)
+    assert len(expected) == 2 * N_MODELS
+    assert [(r["model_id"], r["seed"], r["n_rows"], r["n_findings"]) for r in local.to_pylist()] == [
+        (m, s, 3, 1) for (m, s) in sorted(expected)]
+    for r in local.to_pylist():
+        assert math.isclose(r["total"], sum(expected[(r["model_id"], r["seed"])]), rel_tol=1e-12)
+    assert _close(remote.sql(query), local)
+    cli = modelsci("sql", query, "--format", "json", catalogue_dir=cat.root).stdout
+    assert [(r["model_id"], r["seed"], r["n_rows"]) for r in json.loads(cli)] == [
+        (r["model_id"], r["seed"], r["n_rows"]) for r in local.to_pylist()]
+    columns = cat.sql("SELECT * FROM artifact_attributions LIMIT 0").column_names
+    assert columns == ["finding_id", "model_id", "dataset_id", "analysis_name", "kind", "seed", "status",
+                       "example", "value"]
+    # as of the first commit, only seed 0's artifacts had landed
+    first = "SELECT DISTINCT seed FROM artifact_attributions ORDER BY seed"
+    assert cat.sql(first, as_of="1").to_pylist() == remote.sql(first, as_of="1").to_pylist() == [{"seed": 0}]
+
+
+def test_artifact_view_columns_need_no_quoting(tmp_path: Path) -> None:
+    cat = catalogue.open(tmp_path / "cat", create=True)
+    analysis, model = toy_analysis(), toy_model(0)
+    run = toy_run(model, analysis)
+    bundle = ResultBundle(models=[model], datasets=[toy_dataset()], analyses=[analysis], runs=[run])
+    table = pa.table({"order": [1, 2], "model_id": ["a", "b"], "Odd name!": [0.5, 1.5], "filename": ["x", "y"]})
+    bundle.add_finding(run, kind="interaction", value=1.0, statement="one", artifacts={"Pair interactions": table})
+    cat.commit(bundle)
+    result = cat.sql("SELECT * FROM artifact_pair_interactions ORDER BY pair_interaction_order")
+    assert result.column_names[7:] == ["pair_interaction_order", "pair_interaction_model_id", "odd_name",
+                                       "filename"]
+    assert result.column("pair_interaction_model_id").to_pylist() == ["a", "b"]
+    assert result.column("model_id").to_pylist() == [model.id, model.id]
+    assert result.column("odd_name").to_pylist() == [0.5, 1.5] and result.column("filename").to_pylist() == ["x", "y"]
+    with pytest.raises(duckdb.CatalogException, match="artifact_missing"):
+        cat.sql("SELECT * FROM artifact_missing")

@@ -59,6 +59,8 @@ class FindingKind:
     """Artifact name -> column -> meaning."""
     null: str = ""
     """When ``value`` is null (and which ``metrics`` key says why); empty: never."""
+    lower_is_better: bool = False
+    """Smaller values are better (an error, a rate of failures): leaderboards list the smallest first."""
 
 
 class NoParams(BaseModel):
@@ -177,6 +179,8 @@ def describe(plugin: type[AnalysisPlugin]) -> str:
                   f"- subject: {k.subject}"]
         if k.null:
             lines.append(f"- null: {k.null}")
+        if k.lower_is_better:
+            lines.append("- better: lower (leaderboards list the smallest first)")
         if k.metrics:
             lines += ["- metrics:", *_list(k.metrics)]
         for artifact, columns in k.artifacts.items():

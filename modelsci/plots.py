@@ -40,40 +40,57 @@ def _svg(fig: Any) -> str:
 
 
 def bars(labels: list[str], values: list[float], errors: list[tuple[float, float] | None] | None = None,
-         title: str = "", xlabel: str = "") -> str | None:
-    """Horizontal bars, largest on top, with CI whiskers where given (plain SVG: big sites draw thousands)."""
+         title: str = "", xlabel: str = "", error_label: str = "95% CI") -> str | None:
+    """Horizontal bars from zero, largest magnitude on top, with whiskers where ``errors`` gives them.
+
+    Plain SVG (big sites draw thousands). Signed values draw to the left of the zero line; the
+    axis label names the whiskers (``error_label``) only when at least one is drawn.
+    """
     if not values:
         return None
-    order = list(np.argsort(values)[::-1][:15])
-    top = max([abs(values[i]) for i in order] + [abs(e[1]) for e in (errors or []) if e] + [1e-12])
+    order = sorted(range(len(values)), key=lambda i: (-abs(values[i]), i))[:15]
+    shown = [values[i] for i in order] + [v for i in order if errors and errors[i] for v in errors[i]]
+    low, high = min([0.0, *shown]), max([0.0, *shown])
+    if high - low < 1e-12:
+        high = low + 1.0
     left, width, row = 180, 320, 18
     height = 40 + row * len(order) + 30
-    scale = width / top
+    scale = width / (high - low)
+
+    def x(value: float) -> float:
+        return left + (value - low) * scale
+
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 40}" height="{height}" '
              f'viewBox="0 0 {left + width + 40} {height}" font-size="11" font-family="sans-serif">',
              f'<text x="{left}" y="16" font-weight="bold">{html.escape(title)}</text>']
+    whiskers = False
     for k, i in enumerate(order):
         y = 30 + k * row
-        w = max(values[i], 0) * scale
+        start, end = sorted((x(0.0), x(values[i])))
         parts.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{html.escape(labels[i][:40])}</text>')
-        parts.append(f'<rect x="{left}" y="{y + 2}" width="{w:.1f}" height="{row - 5}" fill="#3f6fb5">'
+        parts.append(f'<rect x="{start:.1f}" y="{y + 2}" width="{end - start:.1f}" height="{row - 5}" fill="#3f6fb5">'
                      f'<title>{html.escape(labels[i])}: {values[i]:.4g}</title></rect>')
         if errors and errors[i]:
-            lo, hi = (max(v, 0) * scale + left for v in errors[i])
+            whiskers = True
+            lo, hi = (x(v) for v in errors[i])
             mid = y + row / 2
-            parts.append(f'<path d="M{lo:.1f} {mid:.1f}H{hi:.1f}M{lo:.1f} {mid - 4:.1f}V{mid + 4:.1f}'
+            parts.append(f'<path class="whisker" d="M{lo:.1f} {mid:.1f}H{hi:.1f}M{lo:.1f} {mid - 4:.1f}V{mid + 4:.1f}'
                          f'M{hi:.1f} {mid - 4:.1f}V{mid + 4:.1f}" stroke="#333" fill="none"/>')
     axis = 30 + row * len(order) + 4
     parts.append(f'<path d="M{left} {axis}H{left + width}" stroke="#666"/>')
-    for tick in np.linspace(0, top, 5):
-        x = left + tick * scale
-        parts.append(f'<path d="M{x:.1f} {axis}V{axis + 4}" stroke="#666"/>'
-                     f'<text x="{x:.1f}" y="{axis + 15}" text-anchor="middle">{tick:.3g}</text>')
-    parts.append(f'<text x="{left + width / 2}" y="{height - 2}" text-anchor="middle">{html.escape(xlabel)}</text></svg>')
+    if low < 0:
+        parts.append(f'<path d="M{x(0.0):.1f} 24V{axis}" stroke="#999"/>')  # the zero line bars start from
+    from matplotlib.ticker import MaxNLocator  # round tick values (0.01, 0.02, ...), not fifths of the range
+
+    for tick in (t for t in MaxNLocator(nbins=5).tick_values(low, high) if low - 1e-12 <= t <= high + 1e-12):
+        parts.append(f'<path d="M{x(tick):.1f} {axis}V{axis + 4}" stroke="#666"/>'
+                     f'<text x="{x(tick):.1f}" y="{axis + 15}" text-anchor="middle">{tick:.3g}</text>')
+    label = f"{xlabel} (whiskers: {error_label})" if whiskers and error_label else xlabel
+    parts.append(f'<text x="{left + width / 2}" y="{height - 2}" text-anchor="middle">{html.escape(label)}</text></svg>')
     return "".join(parts)
 
 
-def matrix(names: list[str], values: np.ndarray, title: str = "") -> str | None:
+def matrix(names: list[str], values: np.ndarray, title: str = "", colorbar: str = "value") -> str | None:
     """A square matrix (interactions of order 2, meta-attributions) as a diverging heatmap."""
     if values.size == 0:
         return None
@@ -84,11 +101,12 @@ def matrix(names: list[str], values: np.ndarray, title: str = "") -> str | None:
     ax.set_xticks(range(n), names, rotation=90)
     ax.set_yticks(range(n), names)
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar)
     return _svg(fig)
 
 
-def heatmap(grid: np.ndarray, title: str = "", image: np.ndarray | None = None) -> str | None:
+def heatmap(grid: np.ndarray, title: str = "", image: np.ndarray | None = None,
+            colorbar: str = "attribution") -> str | None:
     """Patch attributions over an image's grid (the image underneath when given)."""
     if grid.size == 0:
         return None
@@ -101,19 +119,19 @@ def heatmap(grid: np.ndarray, title: str = "", image: np.ndarray | None = None) 
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
-    fig.colorbar(shown, ax=ax, shrink=0.8)
+    fig.colorbar(shown, ax=ax, shrink=0.8, label=colorbar)
     return _svg(fig)
 
 
 def calibration(rows: list[dict[str, Any]], title: str = "calibration") -> str | None:
-    """Accuracy against confidence per bin, with the diagonal of perfect calibration."""
+    """Accuracy against mean confidence, one point per confidence bin, with the diagonal of perfect calibration."""
     if not rows:
         return None
     fig, ax = _figure(3.6, 3.2)
     ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
     ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", color="#3f6fb5")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel("mean confidence in the bin")
+    ax.set_ylabel("accuracy in the bin")
     ax.set_title(title)
     return _svg(fig)
 
@@ -128,14 +146,15 @@ def curves(rows: list[dict[str, Any]], title: str = "deletion and insertion") ->
     ax.plot(steps, mean["deletion"], label="deletion", color="#b5473f")
     ax.plot(steps, mean["insertion"], label="insertion", color="#3f6fb5")
     ax.set_xlabel("fraction of features (most attributed first)")
-    ax.set_ylabel("output")
+    ax.set_ylabel("mean output over examples")
     ax.legend()
     ax.set_title(title)
     return _svg(fig)
 
 
-def histogram(values: list[float], threshold: float | None = None, title: str = "", xlabel: str = "") -> str | None:
-    """A distribution of scores, with a threshold line where one applies."""
+def histogram(values: list[float], threshold: float | None = None, title: str = "", xlabel: str = "",
+              ylabel: str = "count") -> str | None:
+    """A distribution of values (``ylabel`` names what is counted), with a threshold line where one applies."""
     if not values:
         return None
     fig, ax = _figure(4.5, 3.0)
@@ -145,6 +164,7 @@ def histogram(values: list[float], threshold: float | None = None, title: str = 
         ax.legend()
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     return _svg(fig)
 
 

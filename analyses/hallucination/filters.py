@@ -46,7 +46,7 @@ FILTER_KINDS = (
                 "fraction", _WILSON,
                 metrics={"hallucinated": "hallucinated samples", "in_support": "in-support samples",
                          "neither": "samples judged neither", "judged_by": "the rule", "ci_method": "Wilson"},
-                artifacts={"samples": {**_SAMPLE_COLUMNS, **_JUDGED}}),
+                artifacts={"samples": {**_SAMPLE_COLUMNS, **_JUDGED}}, lower_is_better=True),
     FindingKind("flagged_rate", "share of the generated samples whose score is above the filter's threshold "
                 "(the filter's estimate of the hallucination rate)", "fraction", _WILSON,
                 subject="the filter: `trajectory_variance`, `lid_dsm` or `lid_flipd`",

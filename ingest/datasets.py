@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from modelsci.ingest.hub import is_hub, snapshot
-from modelsci.ingest.models import ModelInputs
+from modelsci.ingest.images import ImageError, embed_images, image_folder, is_image_folder
+from modelsci.ingest.models import VL_TASK, ModelInputs, source_name
 from modelsci.schemas.entities import Dataset
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import dataset_id
@@ -47,6 +48,11 @@ _DEFAULT_COLUMNS = {
     "text": ("text", "sentence", "sentence1", "premise", "question"),
     "text_pair": ("text_pair", "sentence2", "hypothesis"),
     "image": ("image", "img", "pixel_values"),
+}
+# For text-generation a column named ``target`` is the continuation to explain, not a label.
+_GENERATION_COLUMNS = {
+    "prompt": ("prompt",), "target": ("target", "completion", "continuation"), "messages": ("messages",),
+    "text": ("text",),
 }
 
 
@@ -95,11 +101,13 @@ class DatasetHandle:
 
 
 def resolve_dataset(spec: DataSource, task: str, inputs: ModelInputs | None = None, *,
-                    place: str = "dataset") -> DatasetHandle:
+                    place: str = "dataset", location: Path | None = None) -> DatasetHandle:
     """Load the rows as used (split, limit), take the columns the model reads by name, and identify them.
 
     ``inputs`` (from ``ingest.models.model_inputs``) are the model's feature names and count;
-    ``place`` names the manifest section in messages (``dataset`` or ``dataset.train``).
+    ``place`` names the manifest section in messages (``dataset`` or ``dataset.train``);
+    ``location`` is where a local source is read when ``spec.source`` is the form the catalogue
+    records (relative to the manifest's folder, or ``local:NAME``).
     """
     source = spec.source
     revision = spec.revision
@@ -109,14 +117,16 @@ def resolve_dataset(spec: DataSource, task: str, inputs: ModelInputs | None = No
         table, split, meta = _hub(spec, place)
         revision = meta["revision"]
     else:
-        table, split, meta = _local(spec, place)
+        table, split, meta = _local(spec.model_copy(update={"source": str(location)}) if location else spec, place)
     if spec.limit is not None:
         table = table.slice(0, spec.limit)
     roles = _roles(table, spec, task, inputs, place)
+    table = _images(table, roles, spec, task, meta, place)
     resolved = DataSource.model_validate({**{k: getattr(spec, k) for k in DataSource.model_fields},
                                           "columns": roles, "revision": revision})
     entity = Dataset(
-        id=dataset_id(table, roles, split, spec.limit), source_uri=source, revision=revision,
+        id=dataset_id(table, {**roles, **({"template": spec.template} if spec.template else {})}, split, spec.limit), name=spec.name or source_name(source),
+        source_uri=source, revision=revision,
         config=spec.config, split=split, row_limit=spec.limit, rows=table.num_rows,
         features={"columns": {f.name: str(f.type) for f in table.schema}, "roles": roles,
                   "spec": resolved.model_dump(mode="json"),
@@ -124,6 +134,32 @@ def resolve_dataset(spec: DataSource, task: str, inputs: ModelInputs | None = No
         license=meta.get("license"),
     )
     return DatasetHandle(entity, table, roles)
+
+
+def _images(table: pa.Table, roles: dict[str, Any], spec: DataSource, task: str, meta: dict[str, Any],
+            place: str) -> pa.Table:
+    """The image column with every image's bytes embedded; a dual encoder's roles checked."""
+    if task == VL_TASK:
+        needed = ["image", "label"] if spec.template else ["image", "text"]
+        missing = [r for r in needed if r not in roles]
+        if missing:
+            how = ("a label column and the template" if spec.template else
+                   "a text column (image-text pairs), or a label column and dataset.template (zero-shot classes)")
+            raise DatasetError(f"{place}.columns: {VL_TASK} needs {how}; no {' or '.join(missing)} column found "
+                               f"(set dataset.columns.{missing[0]})")
+        if spec.template is not None and "{label}" not in spec.template:
+            raise DatasetError(f"{place}.template: {spec.template!r} has no {{label}} for the label to go")
+    elif spec.template is not None:
+        raise DatasetError(f"{place}.template: only {VL_TASK} models read a prompt template")
+    if "image" not in roles:
+        return table
+    kind = table.schema.field(roles["image"]).type
+    if task != VL_TASK and not (pa.types.is_struct(kind) or pa.types.is_binary(kind)):
+        return table  # another model's image column (e.g. pixel values) is read as it is
+    try:
+        return embed_images(table, roles["image"], meta.get("base"), place, meta.get("within"))
+    except ImageError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _sklearn(spec: DataSource, place: str) -> tuple[pa.Table, str, dict[str, Any]]:
@@ -163,13 +199,15 @@ def _hub(spec: DataSource, place: str) -> tuple[pa.Table, str, dict[str, Any]]:
     except Exception as exc:  # datasets raises many types for a missing config, split or file
         raise DatasetError(f"{place}.source: cannot load {spec.source} at {sha} (split {spec.split!r}): "
                            f"{type(exc).__name__}: {exc}") from None
-    return ds.with_format("arrow")[:], spec.split, {"revision": sha}
+    return ds.with_format("arrow")[:], spec.split, {"revision": sha, "base": folder, "within": folder.parent.parent}
 
 
 def _local(spec: DataSource, place: str) -> tuple[pa.Table, str | None, dict[str, Any]]:
     path = Path(spec.source).expanduser()
     if not path.exists() and not path.is_symlink():
         raise DatasetError(f"{place}.source: {path} does not exist")
+    if is_image_folder(path):
+        return image_folder(path, place), None, {"base": path}
     if path.is_dir():
         import datasets
 
@@ -183,7 +221,7 @@ def _local(spec: DataSource, place: str) -> tuple[pa.Table, str | None, dict[str
             if spec.split not in loaded:
                 raise DatasetError(f"{place}.split: {path} has the splits {sorted(loaded)}, not {spec.split!r}")
             loaded = loaded[spec.split]
-        return loaded.with_format("arrow")[:], spec.split, {}
+        return loaded.with_format("arrow")[:], spec.split, {"base": path}
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise DatasetError(f"{place}.source: {path} is neither a .parquet nor a .csv file nor a "
@@ -192,9 +230,9 @@ def _local(spec: DataSource, place: str) -> tuple[pa.Table, str | None, dict[str
         with open_regular(path, what=f"{place}.source", max_bytes=limit("dataset")) as f:
             if suffix == ".parquet":
                 import pyarrow.parquet as pq
-                return pq.read_table(f), None, {}
+                return pq.read_table(f), None, {"base": path.parent}  # image paths are relative to the file
             import pyarrow.csv as pacsv
-            return pacsv.read_csv(f), None, {}
+            return pacsv.read_csv(f), None, {"base": path.parent}
     except pa.ArrowException as exc:
         raise DatasetError(f"{place}.source: cannot read {path}: {exc}") from None
 
@@ -223,7 +261,7 @@ def _roles(table: pa.Table, spec: DataSource, task: str, inputs: ModelInputs | N
         roles["features"] = list(inputs.names)
     if problems:
         raise DatasetError("; ".join(dict.fromkeys(problems)))
-    for role, candidates in _DEFAULT_COLUMNS.items():
+    for role, candidates in (_GENERATION_COLUMNS if task == "text-generation" else _DEFAULT_COLUMNS).items():
         if role not in roles:
             column = next((n for n in candidates if n in names), None)
             if column is not None:
@@ -242,13 +280,15 @@ def _roles(table: pa.Table, spec: DataSource, task: str, inputs: ModelInputs | N
 
 
 def resolve_training(spec: DatasetSpec, test: DatasetHandle, task: str,
-                     inputs: ModelInputs | None = None) -> DatasetHandle | None:
+                     inputs: ModelInputs | None = None, *, location: Path | None = None) -> DatasetHandle | None:
     """The data retraining analyses fit on: ``dataset.train`` (its columns default to the
-    dataset's), else the seeded train split of an ``sklearn://`` source; None when there is none."""
+    dataset's; a local one read at ``location``), else the seeded train split of an ``sklearn://``
+    source; None when there is none."""
     if spec.train is None:
         return training_split(test, task, inputs)
     columns = {**test.roles, **spec.train.columns}
-    return resolve_dataset(spec.train.model_copy(update={"columns": columns}), task, inputs, place="dataset.train")
+    return resolve_dataset(spec.train.model_copy(update={"columns": columns}), task, inputs, place="dataset.train",
+                           location=location)
 
 
 def training_split(test: DatasetHandle, task: str, inputs: ModelInputs | None = None) -> DatasetHandle | None:

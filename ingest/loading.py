@@ -15,7 +15,8 @@ import torch
 
 from modelsci.ingest.architectures import CONFIG_NAME, build
 from modelsci.ingest.datasets import DatasetHandle
-from modelsci.ingest.models import ModelError, ModelHandle, read_json, skops_file, trusted_skops_types
+from modelsci.ingest.models import VL_TASK, ModelError, ModelHandle, read_json, skops_file, trusted_skops_types
+from modelsci.ingest.vision_language import load_dual_encoder
 
 __all__ = ["LoadedModel", "load_model", "named_columns", "resolve_device"]
 
@@ -169,12 +170,20 @@ def _load_torch(handle: ModelHandle, device: str) -> LoadedModel:
 def _load_transformers(handle: ModelHandle, device: str) -> LoadedModel:
     import transformers
 
+    if handle.task == VL_TASK:  # a DualEncoder: the model with its tokenizer and image processor
+        encoder = load_dual_encoder(handle.path, device)
+        return LoadedModel(handle, device, encoder, encoder.tokenizer)
+
     auto = {
         "text-classification": transformers.AutoModelForSequenceClassification,
         "image-classification": transformers.AutoModelForImageClassification,
+        "text-generation": transformers.AutoModelForCausalLM,
     }.get(handle.task, transformers.AutoModel)
+    # Causal LMs: half-precision weights load as stored on a GPU, as float32 on a CPU (where
+    # half-precision matmuls are slow and inexact); other models load as before.
+    dtype = {"dtype": "auto" if device.startswith("cuda") else torch.float32} if handle.task == "text-generation" else {}
     model = auto.from_pretrained(handle.path, trust_remote_code=False, use_safetensors=True,
-                                 local_files_only=True)
+                                 local_files_only=True, **dtype)
     tokenizer = None
     if any((handle.path / name).exists() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         tokenizer = transformers.AutoTokenizer.from_pretrained(handle.path, trust_remote_code=False,

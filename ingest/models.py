@@ -29,7 +29,7 @@ import yaml
 
 from modelsci.ingest.architectures import ARCHITECTURES, CONFIG_NAME, input_size, parameter_shapes, shape_mismatch
 from modelsci.ingest.hub import is_hub, snapshot
-from modelsci.schemas.entities import ModelInstance
+from modelsci.schemas.entities import ModelInstance, source_name
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import (
     TensorRecord,
@@ -41,8 +41,8 @@ from modelsci.schemas.identity import (
 from modelsci.schemas.manifest import ModelSpec
 from modelsci.schemas.untrusted_files import limit, load_yaml, open_regular, read_text, regular_file, walk
 
-__all__ = ["PICKLE_SUFFIXES", "SKLEARN_TRUSTED", "ModelError", "ModelHandle", "ModelInputs", "card_metadata", "check_files",
-           "model_inputs", "resolve_model", "trusted_skops_types", "weights_identity"]
+__all__ = ["DUAL_ENCODERS", "PICKLE_SUFFIXES", "VL_TASK", "check_dual_encoder", "SKLEARN_TRUSTED", "ModelError", "ModelHandle", "ModelInputs", "card_metadata", "check_files",
+           "model_inputs", "resolve_model", "source_name", "trusted_skops_types", "weights_identity"]
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
 SKLEARN_TRUSTED = frozenset({
@@ -57,11 +57,32 @@ _MODALITY = {
     "text-classification": "text", "sentence-similarity": "text", "feature-extraction": "text",
     "image-classification": "image", "tabular-classification": "tabular",
     "tabular-regression": "tabular", "unconditional-image-generation": "generative",
+    "text-generation": "text",
+    "zero-shot-image-classification": "vision-language",
 }
 
 
 class ModelError(ModelsciError, ValueError):
     """A model that cannot be accepted or loaded; the message says why and what to do instead."""
+
+
+VL_TASK = "zero-shot-image-classification"
+DUAL_ENCODERS = {"clip": "cosine similarity", "siglip": "sigmoid logit (cosine x exp(logit_scale) + logit_bias)"}
+"""model_type -> the value its similarity is."""
+
+
+def check_dual_encoder(path: Path) -> None:
+    """A folder modelsci can load as a dual encoder: a known model_type, a tokenizer and an image processor."""
+    config = read_json(path / "config.json")
+    kind = config.get("model_type")
+    if kind not in DUAL_ENCODERS:
+        raise ModelError(f"{path}: {VL_TASK} needs a CLIP or SigLIP dual encoder (config.json model_type clip or "
+                         f"siglip), not {kind!r}" + (" (SigLIP 2's variable-resolution patches are not supported yet)"
+                                                     if kind == "siglip2" else ""))
+    if not any((path / n).exists() for n in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+        raise ModelError(f"{path}: no tokenizer (tokenizer.json): save the processor with the model")
+    if not (path / "preprocessor_config.json").exists():
+        raise ModelError(f"{path}: no image processor (preprocessor_config.json): save the processor with the model")
 
 
 @dataclass
@@ -127,8 +148,12 @@ def model_inputs(handle: ModelHandle) -> ModelInputs:
     return ModelInputs(None, None, "")
 
 
-def resolve_model(spec: ModelSpec) -> ModelHandle:
-    """Find the model's files, refuse what is unsafe, and identify it by its weights."""
+def resolve_model(spec: ModelSpec, *, location: Path | None = None) -> ModelHandle:
+    """Find the model's files, refuse what is unsafe, and identify it by its weights.
+
+    ``location`` is where a local model's files are read when ``spec.source`` is the form recorded
+    in the catalogue (relative to the manifest's folder, or ``local:NAME``) rather than a path here.
+    """
     revision = None
     if is_hub(spec.source):
         path, revision = snapshot(spec.source, spec.revision)
@@ -136,7 +161,7 @@ def resolve_model(spec: ModelSpec) -> ModelHandle:
     else:
         if spec.revision is not None:
             raise ModelError("model.revision: only hub (hf://) sources have revisions")
-        path = Path(spec.source).expanduser().absolute()
+        path = (location or Path(spec.source)).expanduser().absolute()
         if not path.exists() and not path.is_symlink():
             raise ModelError(f"model.source: {path} does not exist")
         root = path if path.is_dir() else path.parent
@@ -147,6 +172,10 @@ def resolve_model(spec: ModelSpec) -> ModelHandle:
         trusted_skops_types(skops_file(path))
     elif framework == "torch":
         check_architecture(path)
+    if spec.task == VL_TASK:
+        if framework != "transformers":
+            raise ModelError(f"{path}: {VL_TASK} needs a transformers CLIP or SigLIP folder, not a {framework} model")
+        check_dual_encoder(path)
     card = card_metadata(path)
     config = read_json(path / "config.json") if path.is_dir() else {}
     known = {k: card.pop(k, None) for k in ("license", "base_model", "pipeline_tag", "tags")}
@@ -154,8 +183,9 @@ def resolve_model(spec: ModelSpec) -> ModelHandle:
     if isinstance(base_model, list):
         base_model = base_model[0] if base_model else None
     tags = known["tags"] if isinstance(known["tags"], list) else []
+    source_uri = spec.source.split("@")[0] if is_hub(spec.source) else (spec.source if location else str(path))
     instance = ModelInstance(
-        id=model_id, source_uri=spec.source.split("@")[0] if is_hub(spec.source) else str(path),
+        id=model_id, name=spec.name or source_name(source_uri), source_uri=source_uri,
         revision=revision, family=config.get("model_type") or _family(path, framework),
         architecture=_architecture(path, framework, config), task=spec.task,
         modality=_MODALITY.get(spec.task), framework=framework, parameter_count=parameter_count,

@@ -16,6 +16,8 @@ from rich.console import Console
 
 from modelsci.catalogue.store import Catalogue
 from modelsci.catalogue.transfer import export
+from modelsci.demo_clip import train_demo_clip
+from modelsci.demo_lm import train_demo_lm
 from modelsci.demo_models import offline_hub_cache, train_demo_models
 from modelsci.executors import run_queue
 from modelsci.planner import read_manifest, submit
@@ -43,6 +45,8 @@ def run_demo(cat: Catalogue, console: Console, *, large: bool = False, executor:
     demo_dir = lay_out_inputs(cat.root / "demo")
     with console.status("training the demo models ..."):
         trained = train_demo_models(demo_dir / "models", large=large)
+        trained += train_demo_lm(demo_dir / "models")
+        trained += train_demo_clip(demo_dir / "models", demo_dir / "digits_captions.parquet")
         offline_hub_cache(demo_dir / "models" / "hf-cache")
     if trained:
         console.print(f"trained {', '.join(trained)}", highlight=False)

@@ -44,11 +44,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from markupsafe import Markup
 
-from modelsci import plots
+from modelsci import plots, site_views
 from modelsci.analyses.base import registry
 from modelsci.catalogue.schema import TABLES
 from modelsci.catalogue.store import Catalogue
 from modelsci.catalogue.transfer import export
+from modelsci.plots_vision_language import example_image, faithfulness_comparison, vision_language_view
+from modelsci.query_page import write_query_config
 from modelsci.resources import site_sources
 
 __all__ = ["SiteReport", "as_text", "build_site", "hub_url", "slug"]
@@ -142,6 +144,9 @@ class Site:
         self.summaries: dict[str, list[dict]] = defaultdict(list)
         for row in cat.query("SELECT * FROM findings_summary ORDER BY analysis_name, kind, subject").to_pylist():
             self.summaries[row["model_id"]].append({**row, "id": row["first_id"]})
+        self.children = site_views.children_of(self.models)
+        # Ancestors' findings each model inherits (findings_lineage), shown beside its own.
+        self.ancestors = site_views.ancestor_findings(cat)
 
     def finding_href(self, finding_id: str, depth: int = 1) -> Markup:
         """Where a finding is shown: its page, or its row of its model's page."""
@@ -219,6 +224,8 @@ def build_site(cat: Catalogue, out: str | Path | None = None, *,
         readme = (docs / "data" / "README.md").read_bytes()
         (docs / "data" / "README.md").unlink()
         query_page = _vendor_duckdb(docs / "assets" / "vendor", notes)
+        if query_page:
+            write_query_config(cat, manifest, docs)
         pages = _render_pages(site, env, docs, manifest, query_page)
         config = load_config(config_file=str(site_sources() / "mkdocs.yml"), docs_dir=str(docs),
                              site_dir=str(out), nav=_nav(site, query_page))
@@ -236,7 +243,7 @@ _EXECUTED_TYPES = {"", "text/javascript", "application/javascript", "module", "i
 # DuckDB-WASM compiles WebAssembly in its worker. Chromium gives a worker served over http the
 # policy of its own response (none), not the page's, and runs without it; 'wasm-unsafe-eval' is
 # for browsers that hand the page's policy to its workers. It allows WebAssembly, not eval().
-_WASM_PAGES = {"query.html"}
+_WASM_PAGES = {"query.html", "compare.html"}
 
 
 def _content_security_policy(script_hashes: list[str], *, wasm: bool = False) -> str:
@@ -344,7 +351,7 @@ def _nav(site: Site, query_page: bool) -> list[Any]:
     nav: list[Any] = [{"Home": "index.md"}, {"Models": "models/index.md"},
                       {"Datasets": "datasets/index.md"}, {"Analyses": "analyses/index.md"}]
     if query_page:
-        nav.append({"Query": "query.md"})
+        nav += [{"Query": "query.md"}, {"Compare": "compare.md"}]
     return nav
 
 
@@ -357,14 +364,20 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
     head = manifest.get("catalogue_commit")
     common = {"site": site, "head": head, "pillars": PILLARS}
     pages = 0
-    commits = sorted(site.tables["commits"], key=lambda c: -c["seq"])[:10]
+    boards = _leaderboards(site)
+    counts = {k: len(v) for k, v in site.tables.items()}
+    derived = sum(site_views.is_derived(m) for m in site.models.values())
+    counts.update(derived_models=derived, submitted_models=len(site.models) - derived)
     _write(docs / "index.md", env.get_template("index.md.j2").render(
-        **common, commits=commits, counts={k: len(v) for k, v in site.tables.items()}, query_page=query_page))
-    _write(docs / "models" / "index.md", env.get_template("models.md.j2").render(**common))
-    _write(docs / "datasets" / "index.md", env.get_template("datasets.md.j2").render(**common))
+        **common, counts=counts, query_page=query_page, headlines=site_views.home_headlines(boards),
+        newest=site_views.newest_findings(site.summaries, site.findings, site.commits, site.models),
+        changes=site_views.recent_changes(site.tables, site.models)))
+    _write(docs / "models" / "index.md", env.get_template("models.md.j2").render(
+        **common, **site_views.model_index(site.models, site.summaries)))
+    _write(docs / "datasets" / "index.md", env.get_template("datasets.md.j2").render(
+        **common, **site_views.dataset_index(site.datasets, site.summaries)))
     _write(docs / "analyses" / "index.md", env.get_template("analyses.md.j2").render(**common))
     pages += 4
-    boards = _leaderboards(site)
     boards_by_analysis: dict[str, list[dict]] = defaultdict(list)
     boards_by_dataset: dict[str, list[dict]] = defaultdict(list)
     for board in boards:
@@ -387,7 +400,9 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
             seeds=[f for f in findings if f["status"] == "current"],
             superseded=[f for f in findings if f["status"] == "superseded"],
             verifications=[f for f in findings if f["status"] == "verification"],
-            children=[m for m in site.models.values() if m.get("base_model_id") == model["id"]]))
+            lineage=site_views.lineage(site.models, site.children, model),
+            inherited=site_views.inherited_findings(model, site.ancestors.get(model["id"], {}), site.models,
+                                                    site.summaries)))
         pages += 1
     dataset_template = env.get_template("dataset.md.j2")
     for dataset in site.datasets.values():
@@ -415,7 +430,8 @@ def _render_pages(site: Site, env: jinja2.Environment, docs: Path, manifest: dic
             pages += 1
     if query_page:
         _write(docs / "query.md", env.get_template("query.md.j2").render(**common, tables=sorted(manifest["tables"])))
-        pages += 1
+        _write(docs / "compare.md", env.get_template("compare.md.j2").render(**common))
+        pages += 2
     return pages
 
 
@@ -434,9 +450,11 @@ def _groups(site: Site, current: list[dict], model_plots: list[dict]) -> list[tu
     return grouped
 
 
-# Kinds whose smaller values are better: their leaderboards list the smallest first. Every other
-# kind lists the largest first (for most, larger is better; for the rest no order is "best").
-LOWER_IS_BETTER = frozenset({"expected_calibration_error", "mse", "deletion_auc", "hallucination_rate"})
+def lower_is_better() -> frozenset[str]:
+    """Kinds whose smaller values are better, as the installed analyses declare them: their leaderboards
+    list the smallest first. Every other kind lists the largest first (for most, larger is better; for
+    the rest no order is "best")."""
+    return frozenset(k.kind for plugin in registry().values() for k in plugin.kinds if k.lower_is_better)
 
 
 def _leaderboards(site: Site) -> list[dict[str, Any]]:
@@ -453,8 +471,9 @@ def _leaderboards(site: Site) -> list[dict[str, Any]]:
             if s["subject"] == "" and s["mean"] is not None and s["mean"] == s["mean"]:  # NaN != NaN
                 groups[(s["analysis_name"], s["dataset_id"] or "", s["params_hash"], s["kind"])].append(s)
     boards = []
+    smallest_first = lower_is_better()
     for (analysis, dataset_id, params_hash, kind), rows in sorted(groups.items()):
-        ascending = kind in LOWER_IS_BETTER
+        ascending = kind in smallest_first
         rows.sort(key=lambda s: (s["mean"] if ascending else -s["mean"], s["model_id"]))
         first = site.findings.get(rows[0]["first_id"])
         run = site.runs.get(first["run_id"]) if first else None
@@ -481,11 +500,18 @@ def _summary_card(site: Site, model: dict, failed: list[dict]) -> dict[str, list
         features = [s for s in rows if s["kind"] == "most_important_feature"]
     headlines = [s for s in rows if family.get(s["analysis_name"]) in ("multiplicity", "hallucination")
                  and s["subject"] == ""]
-    return {"metrics": metrics, "features": features, "headlines": headlines, "failed": failed}
+    # The strongest interaction of each interaction analysis: its players' names are in the first seed's metrics.
+    interactions = []
+    for s in sorted((s for s in rows if s["kind"] == "strongest_interaction" and s["mean"] is not None),
+                    key=lambda s: -abs(s["mean"])):
+        names = ((site.findings.get(s["first_id"]) or {}).get("metrics") or {}).get("names")
+        interactions.append({"summary": s, "names": names if isinstance(names, list) else None})
+    return {"metrics": metrics, "features": features, "interactions": interactions, "headlines": headlines,
+            "failed": failed}
 
 
 def _model_plots(site: Site, model: dict, findings: list[dict]) -> list[dict[str, str]]:
-    """One or more plots per analysis family that has findings about this model."""
+    """One or more plots per analysis family that has findings about this model, each with a caption saying what it shows."""
     shown: list[dict[str, str]] = []
     current = [f for f in findings if f["status"] == "current"]
     by_analysis: dict[str, list[dict]] = defaultdict(list)
@@ -493,20 +519,33 @@ def _model_plots(site: Site, model: dict, findings: list[dict]) -> list[dict[str
         by_analysis[f["analysis_name"]].append(f)
     for analysis, items in sorted(by_analysis.items()):
         family = analysis.split(".")[0]
-        importance = [f for f in items if f["kind"] == "feature_importance"]
+        first_seed: dict[tuple[str, str], int] = {}
+        for f in items:
+            key = (f["kind"], f["subject"])
+            first_seed[key] = min(first_seed.get(key, f["seed"]), f["seed"])
+        # Seeds summarised, as in the table below the plot: one bar per feature, whiskers its interval.
+        importance = [s for s in site.summaries.get(model["id"], [])
+                      if s["analysis_name"] == analysis and s["kind"] == "feature_importance" and s["mean"] is not None]
         if importance:
-            svg = plots.bars([f["subject"] for f in importance], [f["value"] for f in importance],
-                             [(f["ci_low"], f["ci_high"]) if f["ci_low"] is not None else None for f in importance],
-                             title=f"{analysis}: mean |attribution|", xlabel="mean |attribution| (95% CI)")
-            shown.append({"family": family, "analysis": analysis, "title": "feature importance", "html": svg})
+            svg = plots.bars([s["subject"] for s in importance], [s["mean"] for s in importance],
+                             [(s["ci_low"], s["ci_high"]) if s["ci_low"] is not None else None for s in importance],
+                             title=f"{analysis}: mean |attribution|", xlabel="mean |attribution|")
+            seeds = max(s["n_seeds"] for s in importance)
+            shown.append({"family": family, "analysis": analysis, "html": svg,
+                          "title": "Feature importance: the mean |attribution| of each feature over the examples"
+                                   + (f", averaged over {seeds} seeds" if seeds > 1 else "") + " (the 15 largest)."})
         for f in items:
             if f["kind"] in ("attribution", "interactions", "meta_attribution") and f["subject"] != "example:0":
                 continue  # one example per analysis on the model page; the rest on finding pages
+            if f["seed"] != first_seed[(f["kind"], f["subject"])]:
+                continue  # the first seed's artifacts: the others' are on their finding pages
             for artifact in site.artifacts.get(f["id"], []):
                 plot = _artifact_plot(site, artifact, model)
                 if plot:
-                    shown.append({"family": family, "analysis": analysis,
-                                  "title": f"{f['kind']} {f['subject']}".strip() + f" ({artifact['name']})", "html": plot})
+                    about = f" about {f['subject']}" if f["subject"] else ""
+                    shown.append({"family": family, "analysis": analysis, "html": plot,
+                                  "title": f"The {artifact['name']} table of the {f['kind']} finding{about}"
+                                           f" (seed {f['seed']})."})
     return [p for p in shown if p["html"]]
 
 
@@ -518,11 +557,54 @@ def _artifact_plot(site: Site, artifact: dict, model: dict | None) -> str | None
         return None  # an artifact of a shape no plot knows: the page links it for download instead
 
 
+def _example_image(site: Site, artifact: dict, example: int | None) -> np.ndarray | None:
+    """A vision-language example's image, from the ``example_images`` artifact of its run."""
+    by_run = getattr(site, "_findings_by_run", None)
+    if by_run is None:  # built once per site: every explanation's plot looks its run up
+        by_run = defaultdict(list)
+        for f in site.findings.values():
+            by_run[f["run_id"]].append(f)
+        site._findings_by_run = by_run
+    for finding in by_run.get(site.findings[artifact["finding_id"]]["run_id"], []):
+        if finding["kind"] == "insertion_deletion_area":
+            for images in site.artifacts.get(finding["id"], []):
+                if images["name"] == "example_images" and 0 < images["rows"] <= 1000:
+                    return example_image(site.artifact_rows(images), example)
+    return None
+
+
+def _faithfulness_curves(site: Site, finding: dict) -> dict[str, list[dict]]:
+    """Insertion and deletion curves of every explanation of the finding's model and data, first- and
+    second-order: per analysis, its latest version of the lowest seed."""
+    chosen: dict[tuple[str, str], dict] = {}
+    for f in site.findings.values():
+        if (f["kind"], f["model_id"], f["dataset_id"]) != ("insertion_deletion_area", finding["model_id"],
+                                                           finding["dataset_id"]):
+            continue
+        key = (f["analysis_name"], f["params_hash"])
+        best = chosen.get(key)
+        if best is None or (f["seed"], -(f["version"] or 0)) < (best["seed"], -(best["version"] or 0)):
+            chosen[key] = f
+    curves: dict[str, list[dict]] = {}
+    for (analysis, params), f in sorted(chosen.items()):
+        label = str((f["metrics"] or {}).get("method") or analysis)
+        label = label if label not in curves else f"{label} [{params.removeprefix('sha256:')[:8]}]"
+        for a in site.artifacts.get(f["id"], []):
+            if a["name"] == "insertion_deletion" and 0 < a["rows"] <= 200_000:
+                curves[label] = site.artifact_rows(a)
+    return curves
 def _plot_for(site: Site, artifact: dict, model: dict | None) -> str | None:
     name = artifact["name"]
     if artifact["rows"] == 0 or artifact["rows"] > 200_000:
         return None
     rows = site.artifact_rows(artifact)
+    if model and model.get("modality") == "vision-language":
+        if name in ("attributions", "interactions"):
+            return vision_language_view(name, rows, _example_image(site, artifact, rows[0].get("example")))
+        if name == "insertion_deletion":
+            return faithfulness_comparison(_faithfulness_curves(site, site.findings[artifact["finding_id"]]))
+        if name == "example_images":
+            return None  # drawn under the explanations
     if name == "calibration":
         return plots.calibration(rows)
     if name == "curves":
@@ -539,7 +621,9 @@ def _plot_for(site: Site, artifact: dict, model: dict | None) -> str | None:
             return plots.heatmap(grid, title="patch attributions")
         return plots.bars(names, values, title="attributions")
     if name == "interactions":
-        pairs = [r for r in rows if r["order"] == 2]
+        # One example's interactions: an artifact may hold several examples, and a cell shows one value.
+        example = rows[0].get("example")
+        pairs = [r for r in rows if r["order"] == 2 and r.get("example") == example]
         if not pairs:
             return None
         names = {}
@@ -551,7 +635,8 @@ def _plot_for(site: Site, artifact: dict, model: dict | None) -> str | None:
         for r in pairs:
             a, b = (index[p] for p in r["players"])
             values[a, b] = values[b, a] = r["value"]
-        return plots.matrix([names[p] for p in sorted(names)], values, title="order-2 interactions")
+        title = "order-2 interactions" + (f", example {example}" if example is not None else "")
+        return plots.matrix([names[p] for p in sorted(names)], values, title=title, colorbar="interaction value")
     if name == "meta_attributions":
         n = int(max(r["i"] for r in rows)) + 1
         values = np.zeros((n, n))
@@ -559,20 +644,35 @@ def _plot_for(site: Site, artifact: dict, model: dict | None) -> str | None:
         for r in rows:
             values[r["i"], r["j"]] = r["value"]
             labels[r["i"]] = r["name_i"]
-        return plots.matrix(labels, values, title="meta-attributions (row i, column j)")
+        return plots.matrix(labels, values, title="meta-attributions (row i, column j)", colorbar="meta-attribution")
     if name == "scores":
         finding = site.findings.get(artifact["finding_id"], {})
         threshold = (finding.get("metrics") or {}).get("threshold")
         return plots.histogram([float(r["score"]) for r in rows], threshold=threshold,
-                               title=f"{finding.get('subject', 'filter')} scores", xlabel="score")
+                               title=f"{finding.get('subject', 'filter')} scores", xlabel="score", ylabel="samples")
     if name == "points":
         return plots.histogram([float(r["share_of_members_flipping"]) for r in rows],
-                               title="share of Rashomon-set members flipping each point", xlabel="share")
+                               title="share of Rashomon-set members flipping each point",
+                               xlabel="share of members", ylabel="points")
+    if name == "members" and rows[0].get("loss") is not None:
+        return plots.histogram([float(r["loss"]) for r in rows], title="training loss of each member",
+                               xlabel="loss", ylabel="members")
+    if name == "importances" and {"member", "feature", "importance"} <= set(rows[0]):
+        by_feature: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            by_feature[str(r["feature"])].append(float(r["importance"]))
+        features = sorted(by_feature)
+        return plots.bars(features, [float(np.mean(by_feature[f])) for f in features],
+                          [(min(by_feature[f]), max(by_feature[f])) for f in features],
+                          title="importance of each feature across the members", xlabel="mean importance",
+                          error_label="range over members")
     if name == "predictions":
         key = "confidence" if "confidence" in rows[0] else ("cosine_similarity" if "cosine_similarity" in rows[0] else "prediction")
-        return plots.histogram([float(r[key]) for r in rows], title=f"{key} per example", xlabel=key)
+        unit, counted = ("member and example", "(member, example) pairs") if "member" in rows[0] else ("example", "examples")
+        return plots.histogram([float(r[key]) for r in rows], title=f"{key} per {unit}", xlabel=key, ylabel=counted)
     numeric = [k for k, v in rows[0].items() if isinstance(v, float)]
     if numeric:
         return plots.histogram([float(r[numeric[-1]]) for r in rows if r[numeric[-1]] is not None],
-                               title=f"{numeric[-1]} per row", xlabel=numeric[-1])
+                               title=f"{numeric[-1]} over the {len(rows)} rows of {name}", xlabel=numeric[-1],
+                               ylabel="rows")
     return None

@@ -38,12 +38,17 @@ __all__ = ["AnalysisRequest", "DataSource", "DatasetSpec", "Manifest", "Manifest
 TASKS = (
     "text-classification", "sentence-similarity", "feature-extraction", "image-classification",
     "tabular-classification", "tabular-regression", "unconditional-image-generation",
+    "text-generation",
+    "zero-shot-image-classification",  # vision-language dual encoders: zero-shot classes and image-text pairs
 )
 Task = Literal[
     "text-classification", "sentence-similarity", "feature-extraction", "image-classification",
     "tabular-classification", "tabular-regression", "unconditional-image-generation",
+    "text-generation",
+    "zero-shot-image-classification",
 ]
-ROLES = ("features", "label", "text", "text_pair", "image")
+ROLES = ("features", "label", "text", "text_pair", "image",
+         "prompt", "target", "messages")  # the last three: text-generation
 """What a model reads from a dataset: each role names one column (``features`` a list of them)."""
 
 
@@ -64,6 +69,7 @@ class ModelSpec(_Strict):
     """Where the model comes from and what it is used for."""
 
     source: str = Field(min_length=1, description="`hf://org/name[@rev]`, a local folder or a file.")
+    name: str | None = Field(default=None, min_length=1, max_length=200, description="Name to show; defaults to the hub id or the folder or file name.")
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or sha); hub sources only.")
     task: Task = Field(description="What the model does, e.g. `tabular-classification`.")
 
@@ -72,13 +78,15 @@ class DataSource(_Strict):
     """Where rows come from, which of them are used, and which columns the model reads."""
 
     source: str = Field(min_length=1, description="`sklearn://NAME`, `hf://org/name`, a `save_to_disk` folder, a .parquet or .csv file.")
+    name: str | None = Field(default=None, min_length=1, max_length=200, description="Name to show; defaults to the hub id, the scikit-learn dataset's name or the file or folder name.")
     revision: str | None = Field(default=None, description="Hub revision; hub sources only (recorded as the commit sha it resolved to).")
     config: str | None = Field(default=None, description="Dataset configuration name (hub datasets).")
     split: str = Field(default="test", description="Split to use; `sklearn://` sources make a seeded train/test split.")
-    columns: dict[str, str | list[str]] = Field(default_factory=dict, description="Role (features, label, text, text_pair, image) to column(s); a model that knows its feature names reads those, by name.")
+    columns: dict[str, str | list[str]] = Field(default_factory=dict, description="Role (features, label, text, text_pair, image; for text-generation prompt, target (the continuation) and messages (chat turns)) to column(s); a model that knows its feature names reads those, by name.")
     limit: int | None = Field(default=None, ge=1, description="Use at most this many rows (the first ones).")
     test_size: float = Field(default=0.25, gt=0, lt=1, description="Test share of the split made for `sklearn://` sources.")
     split_seed: int = Field(default=0, description="Seed of the split made for `sklearn://` sources.")
+    template: str | None = Field(default=None, description="zero-shot-image-classification: the prompt each label becomes, with `{label}` where the label goes (e.g. `a photo of a {label}`); given, the rows are classified by their label, else matched with their text.")
 
     @field_validator("columns")
     @classmethod

@@ -196,3 +196,21 @@ def test_the_site_analysis_page_renders_every_declared_kind() -> None:
                                describe_command=f"modelsci analyses --describe {name}")
         for kind in plugin.kinds:
             assert f"### {as_text(kind.kind)}\n" in page and as_text(kind.value) in page, (name, kind.kind)
+
+
+def test_parameters_of_one_task_leave_the_run_keys_of_others_unchanged() -> None:
+    """Default parameters hash as they did before the text-generation and vision-language parameters
+    existed, so resubmitting to an older catalogue plans nothing new; set, they are recorded."""
+    from modelsci.analyses.attribution.shapley import ShapleyValues
+    from modelsci.analyses.interactions.banzhaf import WeightedBanzhaf
+    from modelsci.schemas.bundle import params_hash
+
+    before = {
+        ShapleyValues: "sha256:0b5dc9e329d93e0380877832b6a6236940c3fdb23870d285b3998c2bc8ff0951",
+        WeightedBanzhaf: "sha256:2c6d4322bdd324d4f3e45b2240c17522ddec4ecc389aea1b65b2ff39b25d875b",
+    }
+    for plugin, digest in before.items():
+        assert params_hash(plugin.Params().model_dump(mode="json")) == digest, plugin.name
+    chosen = ShapleyValues.Params(players="tokens", cell=2).model_dump(mode="json")
+    assert chosen["players"] == "tokens" and chosen["cell"] == 2 and "chat" not in chosen
+    assert ShapleyValues.Params.model_validate(chosen) == ShapleyValues.Params(players="tokens", cell=2)

@@ -22,6 +22,7 @@ from pydantic import Field
 from modelsci.analyses.attribution.report import ATTRIBUTION_KINDS, ExampleAttribution, add_attribution_findings
 from modelsci.analyses.base import AnalysisPlugin, RunContext
 from modelsci.analyses.games.inputs import ExplainParams, games_for, image_shape
+from modelsci.analyses.games.prompt_game import PromptMasker
 from modelsci.schemas.entities import Pillar
 
 __all__ = ["GradientXInput", "IntegratedGradients", "Occlusion", "captum_attributions", "text_attributions"]
@@ -73,7 +74,8 @@ class _CaptumAnalysis(AnalysisPlugin):
     family = "attribution"
     pillar = Pillar.explore
     Params = GradientParams
-    tasks = frozenset({"tabular-classification", "tabular-regression", "image-classification", "text-classification"})
+    tasks = frozenset({"tabular-classification", "tabular-regression", "image-classification", "text-classification",
+                       "text-generation"})
     frameworks = frozenset({"torch", "transformers"})
     method: ClassVar[str]
     label: ClassVar[str]
@@ -132,6 +134,8 @@ class _CaptumAnalysis(AnalysisPlugin):
             if self.method == "occlusion":
                 without = ~np.eye(game.n_players, dtype=bool)
                 phi = game.value_full - game(without)
+            elif isinstance(masker, PromptMasker):
+                phi = masker.captum(self.method, params.n_steps)
             else:
                 phi = text_attributions(masker, self.method, params.n_steps, params.text_mode)
             results.append(ExampleAttribution.of(example, game, phi, rng))

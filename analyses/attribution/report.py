@@ -18,6 +18,8 @@ import pyarrow as pa
 from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.games.evaluator import GameEvaluator
 from modelsci.analyses.games.indices import reconstruction_r2
+from modelsci.analyses.games.prompt_game import PROMPT_METRICS, explained_output
+from modelsci.analyses.interactions.faithfulness import FAITHFULNESS_KIND, add_faithfulness_finding
 from modelsci.analyses.stats import bootstrap_ci
 
 __all__ = ["ATTRIBUTION_KINDS", "ExampleAttribution", "add_attribution_findings", "faithfulness_curves"]
@@ -29,6 +31,7 @@ _EXAMPLE_METRICS = {
     "budget": "coalitions evaluated (0 for gradient methods)", "exact": "whether the values are exact",
     "r2": "R² of v(empty) + sum of attributions against the game on held-out random coalitions",
     "model_evaluations": "forward passes the game evaluator made", "method": "the attribution method",
+    **PROMPT_METRICS,
 }
 _DATASET_LEVEL = "mean over explained examples of |attribution|"
 
@@ -47,10 +50,12 @@ ATTRIBUTION_KINDS = (
                 "features are removed first (x: share removed, 0..1; trapezoid rule); lower is more faithful",
                 "output x fraction", metrics={"insertion_auc": "the insertion area", "method": "the method"},
                 artifacts={"curves": {"example": "row", "step": "features removed/added", "fraction": "step / n",
-                                      "deletion": "output after removing", "insertion": "output after adding"}}),
+                                      "deletion": "output after removing", "insertion": "output after adding"}},
+                lower_is_better=True),
     FindingKind("insertion_auc", "the same area as the most attributed features are added first, from the "
                 "baseline; higher is more faithful", "output x fraction",
                 metrics={"deletion_auc": "the deletion area", "method": "the method"}),
+    FAITHFULNESS_KIND,
 )
 
 
@@ -113,7 +118,7 @@ def add_attribution_findings(ctx: RunContext, method: str, results: list[Example
                        f"f(x) - f(baseline) {r.value_full - r.value_empty:.4g}"),
             metrics={"value_full": r.value_full, "value_empty": r.value_empty, "completeness_gap": gap,
                      "budget": r.budget, "exact": r.exact, "r2": r.r2, "model_evaluations": r.model_evaluations,
-                     "method": method},
+                     "method": method, **explained_output(games.get(r.example))},
             artifacts={"attributions": table},
         )
         for name, value in zip(r.names, r.phi):
@@ -121,6 +126,8 @@ def add_attribution_findings(ctx: RunContext, method: str, results: list[Example
         if r.example in games:
             deletion, insertion = faithfulness_curves(games[r.example], r.phi)
             curves.append((r.example, deletion, insertion))
+    add_faithfulness_finding(ctx, method, [(r.example, games[r.example], {(i,): float(v) for i, v in enumerate(r.phi)})
+                                           for r in results if r.example in games])
     rng = rng or ctx.rng
     importance = {}
     for name, values in by_name.items():

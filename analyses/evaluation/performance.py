@@ -20,6 +20,8 @@ from scipy import stats
 from sklearn import metrics
 
 from modelsci.analyses.base import AnalysisPlugin, FindingKind, RunContext
+from modelsci.analyses.evaluation.language_model import LM_KINDS, language_model_performance
+from modelsci.analyses.evaluation.zero_shot import ZERO_SHOT_KINDS, zero_shot_performance
 from modelsci.analyses.stats import bootstrap_ci, wilson_interval
 from modelsci.schemas.entities import Pillar
 
@@ -61,9 +63,10 @@ _PREDICTIONS = {"example": "row index in the dataset", "label": "true label (as 
 
 
 def _kind(kind: str, value: str, unit: str, interval: str = _BOOTSTRAP, null: str = "",
-          artifacts: dict[str, dict[str, str]] | None = None) -> FindingKind:
+          artifacts: dict[str, dict[str, str]] | None = None, lower_is_better: bool = False) -> FindingKind:
     metrics = {**_CI_METRICS, **({"undefined": "why the value is null (only then)"} if null else {})}
-    return FindingKind(kind, value, unit, interval, metrics=metrics, artifacts=artifacts or {}, null=null)
+    return FindingKind(kind, value, unit, interval, metrics=metrics, artifacts=artifacts or {}, null=null,
+                       lower_is_better=lower_is_better)
 
 
 KINDS = (
@@ -75,11 +78,11 @@ KINDS = (
           "x the bin's share of rows (confidence: probability of the predicted class)", "fraction",
           artifacts={"calibration": {"bin": "bin index", "low": "lower edge", "high": "upper edge",
                                      "confidence": "mean confidence in the bin", "accuracy": "accuracy in the bin",
-                                     "rows": "rows in the bin"}}),
+                                     "rows": "rows in the bin"}}, lower_is_better=True),
     _kind("roc_auc", "area under the ROC curve of the second class' probability (binary classifiers only)",
           "fraction", null=_NULL + " (ROC-AUC needs both classes)"),
     _kind("mse", "mean squared error of the regressor's predictions", "squared units of the label",
-          artifacts={"predictions": {"example": "row index", "label": "true value", "prediction": "predicted value"}}),
+          artifacts={"predictions": {"example": "row index", "label": "true value", "prediction": "predicted value"}}, lower_is_better=True),
     _kind("r2", "coefficient of determination R² of the predictions (1 - SSE / SST)", "coefficient", null=_NULL),
     _kind("spearman", "Spearman rank correlation of the cosine similarities of the pairs with the gold scores",
           "correlation", null=_NULL,
@@ -107,17 +110,23 @@ class Performance(AnalysisPlugin):
     pillar = Pillar.verify
     description = ("Accuracy, macro-F1, ROC-AUC (binary) and expected calibration error of a "
                    "classifier, MSE and R² of a regressor, or Spearman and Pearson correlation of a "
-                   "sentence-similarity model, on the dataset's labelled rows, each with a 95% interval "
-                   "(Wilson for accuracy, a seeded percentile bootstrap for the others).")
+                   "sentence-similarity model, on the dataset's labelled rows, or perplexity, mean token "
+                   "log-likelihood and exact match of a causal language model, each with a 95% interval "
+                   "(Wilson for accuracy and exact match, a seeded percentile bootstrap for the others).")
     seed_dependent = False
     seed_use = "values are computed on every row; the seed only draws the bootstrap resamples of the intervals"
-    kinds = KINDS
+    kinds = KINDS + LM_KINDS + ZERO_SHOT_KINDS
     Params = PerformanceParams
     tasks = frozenset({"tabular-classification", "tabular-regression", "text-classification",
-                       "image-classification", "sentence-similarity"})
+                       "image-classification", "sentence-similarity", "text-generation",
+                       "zero-shot-image-classification"})
 
     def run(self, ctx: RunContext) -> None:
         params: PerformanceParams = ctx.params  # type: ignore[assignment]
+        if ctx.model.task == "text-generation":
+            return language_model_performance(ctx, params.n_bootstrap, params.batch_size)
+        if ctx.model.task == "zero-shot-image-classification":
+            return zero_shot_performance(self, ctx, params)
         y = ctx.dataset.labels()
         output = ctx.model.predict(ctx.dataset, batch_size=params.batch_size)
         if ctx.model.is_classifier:

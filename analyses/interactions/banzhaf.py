@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from modelsci.analyses.base import AnalysisPlugin, RunContext
+from modelsci.analyses.games.cross_modal import CrossModalMasker, cross_modal_sampler
 from modelsci.analyses.games.indices import weighted_banzhaf
 from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
 from modelsci.analyses.games.maskers import PairEncoderMasker
@@ -59,6 +60,8 @@ class WeightedBanzhaf(AnalysisPlugin):
             masker = game.masker
             sample = (product_sampler(masker.n_a, masker.n_players - masker.n_a, params.p)
                       if isinstance(masker, PairEncoderMasker) else None)
+            if isinstance(masker, CrossModalMasker):  # sides drawn and encoded once, all their pairs used
+                sample = cross_modal_sampler(masker, params.p, params.budget)
             iv = weighted_banzhaf(game, game.n_players, params.p, params.budget, ctx.seed, sample=sample)
             results.append(example_interactions(example, game, iv, rng))
             ctx.progress(done + 1, params.examples)

@@ -10,6 +10,7 @@ import pyarrow as pa
 from modelsci.analyses.base import AnalysisPlugin, FindingKind, RunContext
 from modelsci.analyses.games.indices import meta_attributions
 from modelsci.analyses.games.inputs import EXPLAINABLE_TASKS, ExplainParams, games_for
+from modelsci.analyses.games.prompt_game import PROMPT_METRICS, explained_output
 from modelsci.schemas.entities import Pillar
 
 __all__ = ["MetaAttributions", "meta_table"]
@@ -41,7 +42,7 @@ class MetaAttributions(AnalysisPlugin):
         metrics={"value_full": "f(x) with every player present", "value_empty": "f with none present",
                  "budget": "coalitions used", "exact": "whether exact (Möbius transform) or sampled",
                  "efficiency_gap": "sum of all phi_{j->i} - (value_full - value_empty); 0 when exact",
-                 "model_evaluations": "forward passes made", "r2": "always null (not computed)"},
+                 "model_evaluations": "forward passes made", "r2": "always null (not computed)", **PROMPT_METRICS},
         artifacts={"meta_attributions": {"example": "row", "i": "player whose Shapley value is split",
                                          "j": "player shaping it", "name_i": "name of i", "name_j": "name of j",
                                          "value": "phi_{j->i}; row i sums to i's Shapley value"}}),)
@@ -61,7 +62,7 @@ class MetaAttributions(AnalysisPlugin):
                            f"of `{names[i]}` most ({off[i, j]:+.4g} of its {phi[i]:+.4g})"),
                 metrics={"value_full": game.value_full, "value_empty": game.value_empty, "budget": used,
                          "exact": exact, "efficiency_gap": float(phi.sum() - (game.value_full - game.value_empty)),
-                         "model_evaluations": game.model_evaluations, "r2": None},
+                         "model_evaluations": game.model_evaluations, "r2": None, **explained_output(game)},
                 artifacts={"meta_attributions": meta_table(example, names, meta)},
             )
             ctx.progress(done + 1, params.examples)

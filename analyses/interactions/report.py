@@ -17,25 +17,30 @@ import pyarrow as pa
 from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.games.evaluator import GameEvaluator
 from modelsci.analyses.games.indices import Interactions, reconstruction_r2
+from modelsci.analyses.games.prompt_game import PROMPT_METRICS, explained_output
+from modelsci.analyses.interactions.faithfulness import FAITHFULNESS_KIND, add_faithfulness_finding
 
 __all__ = ["INTERACTION_KINDS", "ExampleInteractions", "add_interaction_findings", "interaction_table"]
 
 INTERACTION_KINDS = (
     FindingKind("interactions", "the largest-magnitude interaction of order 2 or more in the example (signed; 0 "
-                "when the order is 1), in the explained output's units", "output units",
+                "when the order is 1; vision-language models: among those joining an image cell and a text player), "
+                "in the explained output's units", "output units",
                 subject="`example:<row>`: the explained row",
                 metrics={"value_full": "f(x) with every player present", "value_empty": "f with none present",
                          "budget": "coalitions evaluated", "exact": "whether the values are exact",
                          "r2": "R² of the interactions summed over each coalition's subsets against the game, "
                                "on held-out random coalitions",
                          "model_evaluations": "forward passes made", "index": "interaction index",
-                         "order": "highest order", "players": "player indices of the strongest interaction"},
+                         "order": "highest order", "players": "player indices of the strongest interaction",
+                         **PROMPT_METRICS},
                 artifacts={"interactions": {"example": "row", "players": "sorted player indices",
                                             "names": "their names", "order": "number of players",
                                             "value": "the interaction (order 1: the player's own value)"}}),
     FindingKind("strongest_interaction", "the largest mean |interaction| over examples, among interactions of "
                 "order 2 or more (identified by their players' names)", "mean |interaction|",
                 metrics={"names": "the players of that interaction"}),
+    FAITHFULNESS_KIND,
 )
 
 
@@ -72,6 +77,9 @@ def add_interaction_findings(ctx: RunContext, label: str, results: list[ExampleI
     for r in results:
         names = r.game.names
         higher = {k: v for k, v in r.interactions.values.items() if len(k) >= 2}
+        cross_modal = getattr(r.game.masker, "cross_modal", None)
+        if cross_modal is not None:  # an image-text game's headline is its strongest image-text interaction
+            higher = {k: v for k, v in higher.items() if cross_modal(k)}
         strongest = max(higher.items(), key=lambda kv: abs(kv[1]), default=((), 0.0))
         shown = ", ".join(f"`{names[i]}`" for i in strongest[0]) or "none"
         ctx.add_finding(
@@ -81,11 +89,12 @@ def add_interaction_findings(ctx: RunContext, label: str, results: list[ExampleI
             metrics={"value_full": r.game.value_full, "value_empty": r.game.value_empty,
                      "budget": r.interactions.budget, "exact": r.interactions.exact, "r2": r.r2,
                      "model_evaluations": r.game.model_evaluations, "index": r.interactions.index,
-                     "order": r.interactions.order, "players": list(strongest[0])},
+                     "order": r.interactions.order, "players": list(strongest[0]), **explained_output(r.game)},
             artifacts={"interactions": interaction_table(r.example, names, r.interactions.values)},
         )
         for k, v in higher.items():
             by_names[tuple(names[i] for i in k)].append(abs(v))
+    add_faithfulness_finding(ctx, label, [(r.example, r.game, r.interactions.values) for r in results])
     if by_names:
         top, values = max(by_names.items(), key=lambda kv: float(np.mean(kv[1])))
         ctx.add_finding(

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from modelsci.ingest.hub import is_hub, snapshot
-from modelsci.ingest.images import ImageError, embed_images, image_folder, is_image_folder
+from modelsci.ingest.images import ImageError, check_boxes, embed_images, image_folder, is_image_folder
 from modelsci.ingest.models import VL_TASK, ModelInputs, source_name
 from modelsci.schemas.entities import Dataset
 from modelsci.schemas.errors import ModelsciError
@@ -149,15 +149,26 @@ def _images(table: pa.Table, roles: dict[str, Any], spec: DataSource, task: str,
                                f"(set dataset.columns.{missing[0]})")
         if spec.template is not None and "{label}" not in spec.template:
             raise DatasetError(f"{place}.template: {spec.template!r} has no {{label}} for the label to go")
+        if spec.template is None and "boxes" not in roles and "boxes" in table.column_names:
+            roles["boxes"] = "boxes"  # in place: the recorded roles (and so the resolved spec) name it
+        if "boxes" in roles and spec.template is not None:
+            raise DatasetError(f"{place}.columns.boxes: boxes name spans of each row's text; a zero-shot "
+                               "dataset (dataset.template) has no text column for them to index")
     elif spec.template is not None:
         raise DatasetError(f"{place}.template: only {VL_TASK} models read a prompt template")
+    if "boxes" in roles and task != VL_TASK:
+        raise DatasetError(f"{place}.columns.boxes: only {VL_TASK} image-text datasets have boxes")
     if "image" not in roles:
         return table
     kind = table.schema.field(roles["image"]).type
     if task != VL_TASK and not (pa.types.is_struct(kind) or pa.types.is_binary(kind)):
         return table  # another model's image column (e.g. pixel values) is read as it is
     try:
-        return embed_images(table, roles["image"], meta.get("base"), place, meta.get("within"))
+        table = embed_images(table, roles["image"], meta.get("base"), place, meta.get("within"))
+        if "boxes" in roles:
+            table = check_boxes(table, roles["boxes"], [str(t) for t in table.column(roles["text"]).to_pylist()],
+                                place)
+        return table
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
 

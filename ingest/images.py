@@ -8,12 +8,19 @@ image's encoded bytes inside it, read from the submitted folder through bounded 
 that the dataset's id covers the image bytes, not only their names. Each image is checked
 to be one Pillow can read (its header only) before the dataset is registered, and decoding
 refuses images over ``MAX_PIXELS``.
+
+An image-text dataset may also give boxes (the ``boxes`` role): per row a list of
+``{span: [start_char, end_char], box: [x0, y0, x1, y1]}``, the characters of the row's text
+that name a region and that region in pixels of the original image (x rightwards, y
+downwards, edges not centres). ``check_boxes`` validates them and stores them as
+``BOXES_TYPE``; a JSON string per row (a CSV's column) is read the same way.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +29,13 @@ import pyarrow as pa
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.untrusted_files import limit, read_bytes, read_text, regular_file, walk
 
-__all__ = ["IMAGE_TYPE", "MAX_PIXELS", "ImageError", "decode_image", "embed_images", "image_folder",
-           "is_image_folder"]
+__all__ = ["BOXES_TYPE", "IMAGE_TYPE", "MAX_PIXELS", "ImageError", "check_boxes", "decode_image", "embed_images",
+           "image_folder", "is_image_folder"]
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 """The ``datasets`` Image feature's storage type."""
+BOXES_TYPE = pa.list_(pa.struct([("span", pa.list_(pa.int64())), ("box", pa.list_(pa.float64()))]))
+"""A row's boxes: text spans (characters) and their regions (pixels of the original image)."""
 MAX_PIXELS = 64_000_000
 """Largest image decoded (width x height): a small file can declare a huge canvas."""
 
@@ -121,3 +130,41 @@ def decode_image(value: dict[str, Any] | bytes) -> Any:
     if image.size[0] * image.size[1] > MAX_PIXELS:
         raise ImageError(f"an image of {image.size[0]}x{image.size[1]} pixels, more than {MAX_PIXELS:,}")
     return image.convert("RGB")
+
+
+def check_boxes(table: pa.Table, column: str, texts: list[str], place: str = "dataset") -> pa.Table:
+    """``column`` as ``BOXES_TYPE``, every span inside its row's text and every box with x0 < x1, y0 < y1."""
+    where = f"{place}.columns.boxes"
+    kind = table.schema.field(column).type
+    values = table.column(column).to_pylist()
+    out: list[list[dict[str, list[float]]]] = []
+    for row, value in enumerate(values):
+        if isinstance(value, str):  # a CSV holds each row's list as JSON
+            try:
+                value = json.loads(value) if value.strip() else None
+            except json.JSONDecodeError as exc:
+                raise ImageError(f"{where}: row {row} is not JSON: {exc}") from None
+        elif value is not None and not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+            raise ImageError(f"{where}: column {column!r} holds {kind}, not lists of {{span, box}}")
+        if value is None:
+            out.append([])
+            continue
+        if not isinstance(value, list):
+            raise ImageError(f"{where}: row {row} is {type(value).__name__}, not a list of {{span, box}}")
+        items = []
+        for item in value:
+            span, box = (item.get("span"), item.get("box")) if isinstance(item, dict) else (None, None)
+            if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
+                    and 0 <= span[0] < span[1] <= len(texts[row])):
+                raise ImageError(f"{where}: row {row}: span {span!r} is not [start_char, end_char] inside the "
+                                 f"row's text of {len(texts[row])} characters")
+            if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)
+                    and box[0] < box[2] and box[1] < box[3]):
+                raise ImageError(f"{where}: row {row}: box {box!r} is not [x0, y0, x1, y1] with x0 < x1, y0 < y1")
+            items.append({"span": span, "box": [float(v) for v in box]})
+        out.append(items)
+    return table.set_column(table.column_names.index(column), column, pa.array(out, BOXES_TYPE))
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -320,7 +320,7 @@ def skops_hash(path: str | Path) -> str:
 
 
 DATASET_HASH_PREFIX = b"modelsci-dataset-v2\n"
-_OTHER_ROLES = ("label", "text", "text_pair", "image")
+_OTHER_ROLES = ("label", "text", "text_pair", "image", "boxes")
 
 
 def dataset_columns(roles: Mapping[str, Any]) -> list[str]:

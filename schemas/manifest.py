@@ -48,7 +48,8 @@ Task = Literal[
     "zero-shot-image-classification",
 ]
 ROLES = ("features", "label", "text", "text_pair", "image",
-         "prompt", "target", "messages")  # the last three: text-generation
+         "prompt", "target", "messages",  # these three: text-generation
+         "boxes")  # zero-shot-image-classification: regions named by spans of the text
 """What a model reads from a dataset: each role names one column (``features`` a list of them)."""
 
 
@@ -82,7 +83,7 @@ class DataSource(_Strict):
     revision: str | None = Field(default=None, description="Hub revision; hub sources only (recorded as the commit sha it resolved to).")
     config: str | None = Field(default=None, description="Dataset configuration name (hub datasets).")
     split: str = Field(default="test", description="Split to use; `sklearn://` sources make a seeded train/test split.")
-    columns: dict[str, str | list[str]] = Field(default_factory=dict, description="Role (features, label, text, text_pair, image; for text-generation prompt, target (the continuation) and messages (chat turns)) to column(s); a model that knows its feature names reads those, by name.")
+    columns: dict[str, str | list[str]] = Field(default_factory=dict, description="Role (features, label, text, text_pair, image; for text-generation prompt, target (the continuation) and messages (chat turns); for zero-shot-image-classification image-text pairs boxes (per row a list of `{span: [start_char, end_char], box: [x0, y0, x1, y1]}` in pixels of the original image)) to column(s); a model that knows its feature names reads those, by name.")
     limit: int | None = Field(default=None, ge=1, description="Use at most this many rows (the first ones).")
     test_size: float = Field(default=0.25, gt=0, lt=1, description="Test share of the split made for `sklearn://` sources.")
     split_seed: int = Field(default=0, description="Seed of the split made for `sklearn://` sources.")

@@ -202,6 +202,14 @@ def test_every_analysis_through_the_cli(tmp_path: Path, folders: dict[str, Path]
 
     rows = shapes(6)
     labelled_parquet(tmp_path / "pairs.parquet", rows)
+    # Boxes for the explained row's caption `a photo of a red square`: the square itself for `red` and
+    # `square`, the whole image for `photo` (a hit for any cell); the other rows have none.
+    ink = np.argwhere(np.asarray(decode_image(rows[0][0]))[..., 0] > 100)
+    square = [float(ink[:, 1].min()), float(ink[:, 0].min()), float(ink[:, 1].max() + 1), float(ink[:, 0].max() + 1)]
+    spans = [{"span": [13, 16], "box": square}, {"span": [17, 23], "box": square},
+             {"span": [2, 7], "box": [0.0, 0.0, 32.0, 32.0]}]
+    table = pq.read_table(tmp_path / "pairs.parquet")
+    pq.write_table(table.append_column("boxes", pa.array([spans] + [None] * 5)), tmp_path / "pairs.parquet")
     explain = {"examples": 1, "cell": 1, "image_baseline": "mean", "players": "tokens"}
     pairs = write_manifest(
         tmp_path / "pairs.yaml", str(folders["clip"]), task=VL_TASK,
@@ -251,6 +259,23 @@ def test_every_analysis_through_the_cli(tmp_path: Path, folders: dict[str, Path]
                        f"WHERE f.analysis_name = '{analysis}' AND a.name = '{name}'").to_pylist()[0]["path"]
         return pq.read_table(cat.root / path).to_pylist()
 
+    # The pointing game beside them, on the same three spans, recomputed from each method's own artifact.
+    pointing = {r["a"]: r for r in found if r["kind"] == "pointing_game_accuracy"}
+    assert set(pointing) == set(areas)
+    centres = [(8, 8), (24, 8), (8, 24), (24, 24)]  # the 32-pixel image is the input: no resize, no crop
+
+    def hit(scores: list[float], box: list[float]) -> bool:
+        x, y = centres[int(np.argmax(scores))]
+        return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+    phi = {r["feature"]: r["value"] for r in artifact("attribution.shapley", "attributions")}
+    first = [hit([phi[c] for c in range(4)], s["box"]) for s in spans]
+    pairs_of = {tuple(r["players"]): r["value"] for r in artifact("interactions.shapley", "interactions")}
+    second = [hit([pairs_of.get((c, 4 + t), 0.0) for c in range(4)], s["box"]) for s, t in zip(spans, (4, 5, 1))]
+    for analysis, hits in (("attribution.shapley", first), ("interactions.shapley", second)):
+        assert pointing[analysis]["value"] == pytest.approx(sum(hits) / 3), analysis
+        assert [r["hit"] for r in artifact(analysis, "pointing_game")] == hits
+    assert json.loads(pointing["interactions.shapley"]["metrics"])["order"] == 2
     view = vision_language_view("attributions", artifact("attribution.shapley", "attributions"))
     assert view.count("<svg") == 1 and '<span class="token"' in view and ">square</span>" in view
     view = vision_language_view("interactions", artifact("interactions.shapley", "interactions"))
@@ -258,8 +283,6 @@ def test_every_analysis_through_the_cli(tmp_path: Path, folders: dict[str, Path]
     # Each example's image as the model saw it is kept beside the faithfulness curves: the processor's
     # crop of the 32-pixel original, its normalisation undone.
     from PIL import Image
-
-    from modelsci.ingest.images import decode_image
 
     (kept,) = artifact("interactions.weighted_banzhaf", "example_images")
     thumb = np.asarray(Image.open(io.BytesIO(kept["png"])), dtype=int)
@@ -295,6 +318,77 @@ def test_the_explanations_greedy_order_follows_its_interactions() -> None:
     assert greedy_order(values, 3, insert=True) == [0, 1, 2]  # with 0 present, 1 adds 1.6 and 2 only 0.7
     assert greedy_order(values, 3, insert=False) == [0, 2, 1]
     assert greedy_order({(0,): 1.0, (1,): 0.6, (2,): 0.7}, 3, insert=True) == [0, 2, 1]  # singletons: by value
+
+
+def test_boxes_map_through_the_processors_resize_and_crop(loaded: dict) -> None:
+    """A white box on a 64 x 48 image lands where each processor puts it: CLIP resizes the short edge to
+    32 (42 x 32) and crops 5 columns off the left; SigLIP squeezes the image to 32 x 32."""
+    from PIL import Image
+
+    box = [10.0, 6.0, 50.0, 30.0]
+    picture = np.zeros((48, 64, 3), dtype=np.uint8)
+    picture[6:30, 10:50] = 255
+    expected = {"clip": (10 * 42 / 64 - 5, 6 * 32 / 48, 50 * 42 / 64 - 5, 30 * 32 / 48),
+                "siglip": (10 / 2, 6 * 32 / 48, 50 / 2, 30 * 32 / 48)}
+    for kind in ("clip", "siglip"):
+        masker = CrossModalMasker(loaded[kind], Image.fromarray(picture), TEXT)
+        x0, y0, x1, y1 = masker.input_box(box)
+        assert masker.original_size == (64, 48) and (x0, y0, x1, y1) == pytest.approx(expected[kind])
+        # Against the processor itself: pixels well inside the mapped box are bright, well outside dark.
+        channel = masker.image[0].numpy()
+        bright = channel > (channel.max() + channel.min()) / 2
+        cy, cx = np.mgrid[:channel.shape[0], :channel.shape[1]] + 0.5
+        inside = (cx > x0 + 1.5) & (cx < x1 - 1.5) & (cy > y0 + 1.5) & (cy < y1 - 1.5)
+        outside = (cx < x0 - 1.5) | (cx > x1 + 1.5) | (cy < y0 - 1.5) | (cy > y1 + 1.5)
+        assert bright[inside].all() and not bright[outside].any() and inside.sum() > 100 and outside.sum() > 100
+
+
+def test_the_pointing_game_counts_the_spans_whose_top_cell_lies_in_their_box(loaded: dict) -> None:
+    """On a 64 x 48 image (CLIP's input: columns 5..37 of the 42 x 32 resize), cells 1 and 3 have their centres
+    at x = 29 * 64 / 42 = 44.19 of the original, cells 0 and 2 at 19.81; rows 0 and 1 at y = 12 and 36."""
+    from PIL import Image
+
+    from modelsci.analyses.interactions.faithfulness import pointing_game
+
+    masker = CrossModalMasker(loaded["clip"], Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8)), TEXT)
+    assert masker.text_spans == [(0, 1), (2, 5), (6, 9)] and masker.span_players(1, 4) == [1]
+    boxes = [{"span": [2, 5], "box": [40, 30, 50, 42]},  # `red` around cell 3
+             {"span": [6, 9], "box": [0, 0, 64, 20]},  # `dog`: the top half, cells 0 and 1
+             {"span": [6, 9], "box": [15, 30, 25, 40]},  # `dog` around cell 2
+             {"span": [2, 5], "box": [30, 0, 40, 48]},  # a column left of cells 1 and 3 (where no crop would put them)
+             {"span": [1, 2], "box": [0, 0, 64, 48]}]  # a space: no text player, not counted
+    first = {(0,): 0.1, (1,): 0.9, (2,): 0.2, (3,): -0.5, (5,): 2.0, (6,): 1.0}
+    second = {**first, (3, 5): 0.7, (2, 5): 0.1, (2, 6): 1.0, (1, 6): -2.0, (0, 4): 5.0, (0, 1): 9.0}
+    by_first = pointing_game(masker, first, boxes)
+    by_second = pointing_game(masker, second, boxes)
+    assert [r["cell"] for r in by_first] == [1, 1, 1, 1] and [r["hit"] for r in by_first] == [0, 1, 0, 0]
+    assert [r["cell"] for r in by_second] == [3, 2, 2, 3] and [r["hit"] for r in by_second] == [1, 0, 1, 0]
+    assert [r["span"] for r in by_second] == ["red", "dog", "dog", "red"] and by_second[0]["score"] == 0.7
+
+
+def test_boxes_are_checked_and_only_image_text_pairs_have_them(tmp_path: Path) -> None:
+    from modelsci.ingest.datasets import DatasetError
+
+    rows = shapes(2)
+    path = labelled_parquet(tmp_path / "pairs.parquet", rows)
+    table = pq.read_table(path)
+    good = [[{"span": [2, 5], "box": [0, 0, 16, 16]}], None]
+    pq.write_table(table.append_column("boxes", pa.array(good)), path)
+    data = resolve_dataset(DataSource(source=str(path)), VL_TASK)
+    assert data.roles["boxes"] == "boxes"
+    assert data.table.column("boxes").to_pylist() == [[{"span": [2, 5], "box": [0.0, 0.0, 16.0, 16.0]}], []]
+    moved = [[{"span": [2, 5], "box": [0, 0, 16, 15]}], None]
+    pq.write_table(table.append_column("boxes", pa.array(moved)), path)
+    assert resolve_dataset(DataSource(source=str(path)), VL_TASK).id != data.id  # the id covers the boxes
+    for bad, message in (([[{"span": [2, 99], "box": [0, 0, 1, 1]}], None], "row 0: span"),
+                         ([None, [{"span": [0, 1], "box": [5, 0, 1, 1]}]], "row 1: box")):
+        pq.write_table(table.append_column("boxes", pa.array(bad)), path)
+        with pytest.raises(DatasetError, match=message):
+            resolve_dataset(DataSource(source=str(path)), VL_TASK)
+    with pytest.raises(DatasetError, match="zero-shot dataset"):
+        resolve_dataset(DataSource(source=str(path), template="a {label}", columns={"boxes": "boxes"}), VL_TASK)
+    with pytest.raises(DatasetError, match="only zero-shot-image-classification"):
+        resolve_dataset(DataSource(source=str(path), columns={"boxes": "boxes"}), "text-classification")
 
 
 def test_the_demo_digits_clip_classifies_and_ties_the_digit_word_to_the_ink() -> None:

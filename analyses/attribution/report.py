@@ -19,7 +19,7 @@ from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.games.evaluator import GameEvaluator
 from modelsci.analyses.games.indices import reconstruction_r2
 from modelsci.analyses.games.prompt_game import PROMPT_METRICS, explained_output
-from modelsci.analyses.interactions.faithfulness import FAITHFULNESS_KIND, add_faithfulness_finding
+from modelsci.analyses.interactions.faithfulness import FAITHFULNESS_KIND, POINTING_KIND, add_faithfulness_finding
 from modelsci.analyses.stats import bootstrap_ci
 
 __all__ = ["ATTRIBUTION_KINDS", "ExampleAttribution", "add_attribution_findings", "faithfulness_curves"]
@@ -56,6 +56,7 @@ ATTRIBUTION_KINDS = (
                 "baseline; higher is more faithful", "output x fraction",
                 metrics={"deletion_auc": "the deletion area", "method": "the method"}),
     FAITHFULNESS_KIND,
+    POINTING_KIND,
 )
 
 

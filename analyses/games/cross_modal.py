@@ -14,6 +14,12 @@ batch of (image, text) coalition pairs is answered by products of cached embeddi
 of a game is its unique image encodes plus its unique text encodes, never its pairs.
 ``cross_modal_sampler`` draws image and text coalitions separately from the weighted Banzhaf
 kernel and takes all their pairs, so a budget of k^2 pairs costs 2k encodes.
+
+For the pointing game the masker also knows where things are: ``input_box`` maps a box in
+pixels of the original image through the processor's resize and centre crop to pixels of the
+model's input, ``cell_centres`` are the cells' centres there (a cell past the image's edge:
+the centre of its part inside), and ``span_players`` are the text players whose characters
+overlap a span of the text (read from a fast tokenizer's offsets).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 import torch
 
 from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.ingest.images import decode_image
 from modelsci.ingest.vision_language import images_of, zero_shot_prompts
 
 __all__ = ["CrossModalMasker", "cross_modal_games", "cross_modal_sampler"]
@@ -39,7 +46,10 @@ class CrossModalMasker:
         self.encoder = model.model if hasattr(model, "handle") else model  # a LoadedModel or a DualEncoder
         enc = self.encoder
         self.encode_batch = encode_batch
-        self.image = enc.pixels([image])[0]
+        decoded = image if hasattr(image, "convert") else decode_image(image)
+        self.original_size: tuple[int, int] = decoded.size  # (width, height), as PIL gives it
+        self.text = text
+        self.image = enc.pixels([decoded])[0]
         self.side = enc.patch_size * cell
         _, h, w = self.image.shape
         self.grid = (math.ceil(h / self.side), math.ceil(w / self.side))
@@ -58,6 +68,12 @@ class CrossModalMasker:
             self.text_groups = list(groups.values())
         else:
             self.text_groups = [[p] for p in positions]
+        # Characters of each text player (None without a fast tokenizer's offsets).
+        chars = [tokens.token_to_chars(0, p) if tokens.encodings else None for p in positions]
+        by_position = {p: c for p, c in zip(positions, chars)}
+        self.text_spans: list[tuple[int, int] | None] = [
+            None if any(by_position[p] is None for p in g) else
+            (min(by_position[p].start for p in g), max(by_position[p].end for p in g)) for g in self.text_groups]
         ids = self.input_ids[0].tolist()
         words = [enc.tokenizer.decode([ids[p] for p in g]).strip() or enc.tokenizer.convert_ids_to_tokens(ids[g[0]])
                  for g in self.text_groups]
@@ -69,6 +85,34 @@ class CrossModalMasker:
         self.image_encodes = 0
         self.text_encodes = 0
         self.cache: tuple[dict[bytes, torch.Tensor], dict[bytes, torch.Tensor]] = ({}, {})
+
+    def input_box(self, box: list[float]) -> tuple[float, float, float, float]:
+        """A box (x0, y0, x1, y1) in pixels of the original image, in pixels of the model's input."""
+        processor = self.encoder.image_processor
+        width, height = self.original_size
+        new_h, new_w = height, width
+        if getattr(processor, "do_resize", True):
+            new_h, new_w = _resized(processor.size, height, width)
+        top = left = 0
+        if getattr(processor, "do_center_crop", False):
+            crop_h, crop_w = _size(processor.crop_size, "height"), _size(processor.crop_size, "width")
+            # transformers' centre crop: floor((size - crop) / 2) in, or padding of ceil((crop - size) / 2) around
+            top = (new_h - crop_h) // 2 if new_h >= crop_h else -math.ceil((crop_h - new_h) / 2)
+            left = (new_w - crop_w) // 2 if new_w >= crop_w else -math.ceil((crop_w - new_w) / 2)
+        sx, sy = new_w / width, new_h / height
+        return box[0] * sx - left, box[1] * sy - top, box[2] * sx - left, box[3] * sy - top
+
+    def cell_centres(self) -> np.ndarray:
+        """(x, y) of each image cell's centre in pixels of the model's input (cells x 2)."""
+        _, h, w = self.image.shape
+        rows, cols = np.divmod(np.arange(self.n_a), self.grid[1])
+        x = (cols * self.side + np.minimum((cols + 1) * self.side, w)) / 2
+        y = (rows * self.side + np.minimum((rows + 1) * self.side, h)) / 2
+        return np.stack([x, y], axis=1)
+
+    def span_players(self, start: int, end: int) -> list[int]:
+        """Text players (0 = the first text player) whose characters overlap ``text[start:end]``."""
+        return [k for k, span in enumerate(self.text_spans) if span is not None and span[0] < end and span[1] > start]
 
     def _baseline(self, kind: str) -> torch.Tensor:
         processor = self.encoder.image_processor
@@ -148,6 +192,26 @@ class CrossModalMasker:
         images = self._embed(0, image_coalitions)
         texts = self._embed(1, text_coalitions)
         return self.encoder.similarity(images, texts).cpu().numpy()
+
+
+def _size(size: Any, key: str) -> int | None:
+    """A processor's size entry, from a transformers SizeDict or a plain dict."""
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
+
+
+def _resized(size: Any, height: int, width: int) -> tuple[int, int]:
+    """(height, width) after the processor's resize, by transformers' own rules for these size forms."""
+    if isinstance(size, int):
+        return size, size
+    if _size(size, "height") and _size(size, "width"):
+        return _size(size, "height"), _size(size, "width")
+    if _size(size, "shortest_edge") and not _size(size, "longest_edge"):
+        short, long = sorted((height, width))
+        new_short, new_long = _size(size, "shortest_edge"), int(_size(size, "shortest_edge") * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+    raise ValueError(f"the image processor's size {dict(size) if isinstance(size, dict) else size} is not one the "
+                     "pointing game maps boxes through (height and width, or shortest_edge)")
 
 
 def cross_modal_sampler(masker: CrossModalMasker, p: float, budget: int

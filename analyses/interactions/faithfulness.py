@@ -11,6 +11,15 @@ area under the deletion curve (x: share of players, 0..1; trapezoid rule) is the
 higher is more faithful. The finding also keeps each example's image as the model sees it (a
 PNG thumbnail, cropped and resized by the processor, its grid padded to whole cells), so that
 the site can draw the explanations over it.
+
+Where the dataset gives boxes (a ``boxes`` column: text spans and the regions of the original
+image they name), the pointing game asks whether each explanation points at the region: for
+each span that covers at least one text player, the image cell with the largest value (the
+first of ties) is a hit when its centre, in pixels of the model's input, lies inside the box
+mapped there through the processor's resize and crop (edges included). A first-order
+explanation's value of a cell is its attribution (the same cell for every span of an example);
+a second-order explanation's is the sum of the cell's pair interactions with the span's text
+players. Every explanation of the same data is judged on the same spans.
 """
 
 from __future__ import annotations
@@ -23,8 +32,10 @@ import pyarrow as pa
 from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.games.cross_modal import CrossModalMasker
 from modelsci.analyses.games.evaluator import GameEvaluator
+from modelsci.analyses.stats import wilson_interval
 
-__all__ = ["FAITHFULNESS_KIND", "add_faithfulness_finding", "greedy_order", "insertion_deletion"]
+__all__ = ["FAITHFULNESS_KIND", "POINTING_KIND", "add_faithfulness_finding", "add_pointing_finding", "greedy_order",
+           "insertion_deletion", "pointing_game"]
 
 FAITHFULNESS_KIND = FindingKind(
     "insertion_deletion_area", "vision-language models: mean over examples of the area under the insertion curve "
@@ -35,6 +46,21 @@ FAITHFULNESS_KIND = FindingKind(
                                       "deletion": "output after removing", "insertion": "output after adding"},
                "example_images": {"example": "row", "png": "the image as the model sees it, its grid of cells "
                                   "padded to whole cells (PNG, at most 128 pixels a side)"}})
+
+POINTING_KIND = FindingKind(
+    "pointing_game_accuracy", "vision-language models with a `boxes` column: the share of text spans whose top "
+    "image cell (largest attribution; second order: largest sum of the cell's interactions with the span's text "
+    "players) has its centre inside the span's box, mapped through the processor's resize and crop",
+    "share of spans", "Wilson 95% over spans",
+    metrics={"hits": "spans whose top cell lies in the box", "method": "the method",
+             "order": "1: attributions of cells; 2: interactions of cells with the span's text players"},
+    artifacts={"pointing_game": {"example": "row", "span_start": "first character", "span_end": "end character",
+                                 "span": "the span's text", "players": "names of the span's text players",
+                                 "x0": "the box's left edge in pixels of the model's input", "y0": "its top edge",
+                                 "x1": "its right edge", "y1": "its bottom edge",
+                                 "cell": "the top cell (player index)", "cell_name": "its name",
+                                 "cell_x": "its centre's x (input pixels)", "cell_y": "its centre's y",
+                                 "score": "its value", "hit": "whether its centre lies inside the box"}})
 
 
 def _estimate(present: np.ndarray, single: np.ndarray, pair: np.ndarray) -> float:
@@ -106,6 +132,54 @@ def add_faithfulness_finding(ctx: RunContext, method: str,
                     metrics={"insertion_auc": float(np.mean(inserted)), "deletion_auc": float(np.mean(deleted)),
                              "method": method},
                     artifacts={"insertion_deletion": table, "example_images": images})
+    add_pointing_finding(ctx, method, explained)
+
+
+def pointing_game(masker: CrossModalMasker, values: dict[tuple[int, ...], float],
+                  boxes: list[dict[str, list[float]]]) -> list[dict[str, object]]:
+    """One row per box whose span covers a text player: the explanation's top cell for it and whether it hits."""
+    n_a = masker.n_a
+    second = any(len(key) == 2 for key in values)
+    centres = masker.cell_centres()
+    rows = []
+    for item in boxes:
+        start, end = (int(v) for v in item["span"])
+        players = masker.span_players(start, end)
+        if not players:  # a span the tokenizer cut off (or without offsets) has nothing to point with
+            continue
+        if second:
+            scores = np.array([sum(values.get((c, n_a + t), 0.0) for t in players) for c in range(n_a)])
+        else:
+            scores = np.array([values.get((c,), 0.0) for c in range(n_a)])
+        cell = int(np.argmax(scores))
+        x0, y0, x1, y1 = masker.input_box(item["box"])
+        cx, cy = (float(v) for v in centres[cell])
+        rows.append({"span_start": start, "span_end": end, "span": masker.text[start:end],
+                     "players": [masker.names[n_a + t] for t in players], "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+                     "cell": cell, "cell_name": masker.names[cell], "cell_x": cx, "cell_y": cy,
+                     "score": float(scores[cell]), "hit": bool(x0 <= cx <= x1 and y0 <= cy <= y1)})
+    return rows
+
+
+def add_pointing_finding(ctx: RunContext, method: str,
+                         explained: list[tuple[int, GameEvaluator, dict[tuple[int, ...], float]]]) -> None:
+    """One ``pointing_game_accuracy`` finding over the examples' boxes (none without a ``boxes`` column)."""
+    column = ctx.dataset.roles.get("boxes")
+    if column is None:
+        return
+    boxes = ctx.dataset.table.column(column)
+    rows = [{"example": example, **row} for example, game, values in explained
+            for row in pointing_game(game.masker, values, boxes[example].as_py() or [])]
+    if not rows:
+        return
+    hits, n = sum(r["hit"] for r in rows), len(rows)
+    order = 2 if any(len(key) == 2 for _, _, values in explained for key in values) else 1
+    ci = wilson_interval(hits, n)
+    ctx.add_finding(kind="pointing_game_accuracy", value=hits / n, ci=ci, n=n, unit="share of spans",
+                    statement=f"{method}: the top image cell of a text span lies in its box for {hits} of {n} "
+                              f"spans ({hits / n:.3g}, 95% CI {ci[0]:.3g}–{ci[1]:.3g})",
+                    metrics={"hits": hits, "method": method, "order": order},
+                    artifacts={"pointing_game": pa.Table.from_pylist(rows)})
 
 
 def _thumbnail(masker: CrossModalMasker, side: int = 128) -> bytes:

@@ -18,7 +18,7 @@ from modelsci.analyses.base import FindingKind, RunContext
 from modelsci.analyses.games.evaluator import GameEvaluator
 from modelsci.analyses.games.indices import Interactions, reconstruction_r2
 from modelsci.analyses.games.prompt_game import PROMPT_METRICS, explained_output
-from modelsci.analyses.interactions.faithfulness import FAITHFULNESS_KIND, add_faithfulness_finding
+from modelsci.analyses.interactions.faithfulness import FAITHFULNESS_KIND, POINTING_KIND, add_faithfulness_finding
 
 __all__ = ["INTERACTION_KINDS", "ExampleInteractions", "add_interaction_findings", "interaction_table"]
 
@@ -41,6 +41,7 @@ INTERACTION_KINDS = (
                 "order 2 or more (identified by their players' names)", "mean |interaction|",
                 metrics={"names": "the players of that interaction"}),
     FAITHFULNESS_KIND,
+    POINTING_KIND,
 )
 
 

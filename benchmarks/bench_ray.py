@@ -3,12 +3,16 @@
 Three measurements, in one run so that their ratios are comparable:
 1. the demo's queue (its models trained and submitted once, the catalogue copied): the local
    executor with ``--jobs N`` against Ray on this one node with N CPUs (ratio Ray / local);
-2. ``--cheap`` runs of an analysis that does nothing but return one finding: wall time per run on
-   each executor, i.e. each executor's own overhead per run (claim, start, transfer, commit);
+2. ``--cheap`` runs of one model with an analysis that does nothing but return one finding: wall
+   time per run on each executor, i.e. each executor's own overhead per run, and where it goes
+   (``QueueSummary.timings``, in ms per run: task start, shipped files written, model load, the
+   analysis, result transfer, commit; ``loads`` says how many runs loaded the model rather than
+   reusing their worker's);
 3. the committer alone: the same number of finished bundles landed one by one (runs per second),
    the rate above which adding workers no longer shortens a queue.
 
 Run: python benchmarks/bench_ray.py [--jobs 2] [--cheap 500] [--skip-demo]
+(the breakdown alone, in about a minute on 2 cores: --skip-demo --cheap 60 --skip-committer)
 """
 
 from __future__ import annotations
@@ -86,7 +90,10 @@ def _time_both(cat: Catalogue, tmp: Path, name: str, jobs: int) -> dict[str, flo
     assert len(done.succeeded) == len(done_ray.succeeded) and not done.failed and not done_ray.failed
     runs = len(done.succeeded)
     return {"runs": runs, "local_s": round(local_s, 2), "ray_s": round(ray_s, 2), "ray_over_local": round(ray_s / local_s, 3),
-            "local_ms_per_run": round(1000 * local_s / runs, 1), "ray_ms_per_run": round(1000 * ray_s / runs, 1)}
+            "local_ms_per_run": round(1000 * local_s / runs, 1), "ray_ms_per_run": round(1000 * ray_s / runs, 1),
+            "local_mean_ms": done.timings.per_run_ms(), "ray_mean_ms": done_ray.timings.per_run_ms(),
+            "local_median_ms": done.timings.median_ms(), "ray_median_ms": done_ray.timings.median_ms(),
+            "local_loads": done.timings.loads, "ray_loads": done_ray.timings.loads}
 
 
 def _committer_rate(cat: Catalogue, tmp: Path) -> dict[str, float]:
@@ -108,6 +115,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cheap", type=int, default=500)
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-committer", action="store_true")
     args = parser.parse_args()
     results: dict[str, object] = {"jobs": args.jobs, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -141,7 +149,8 @@ def main() -> None:
                                       analyses=[{"name": "bench.cheap", "seeds": list(range(args.cheap))}])
             submit(cheap, manifest.read_text(), base_dir=tmp)
             results["cheap"] = _time_both(cheap, tmp, "cheap", args.jobs)
-            results["committer"] = _committer_rate(cheap, tmp)
+            if not args.skip_committer:
+                results["committer"] = _committer_rate(cheap, tmp)
         finally:
             ray.shutdown()
     print(json.dumps(results, indent=2))

@@ -121,8 +121,11 @@ class Committer:
 
     def _commit(self, queued: QueuedRun, bundle: ResultBundle, *, from_spool: Path | None = None) -> None:
         """Commit a run's bundle; a bundle the catalogue refuses lands as a failed run instead."""
+        clock = time.perf_counter()
         with self.keeper.catalogue if self.keeper is not None else nullcontext():
             self._commit_held(queued, bundle, from_spool)
+        # the lease check and the transaction, and any wait for a claim on the other thread
+        self.summary.timings.add("commit", time.perf_counter() - clock)
 
     def _commit_held(self, queued: QueuedRun, bundle: ResultBundle, from_spool: Path | None) -> None:
         run = bundle.runs[-1]

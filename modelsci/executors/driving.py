@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 
@@ -19,7 +20,7 @@ from modelsci.catalogue.connection import CatalogueBusyError
 from modelsci.catalogue.queue import worker_name
 from modelsci.catalogue.store import Catalogue
 from modelsci.executors.committer import Committer, claim_unless_busy, release
-from modelsci.executors.execution import Progress, QueueSummary, Reporter, failed_bundle
+from modelsci.executors.execution import Progress, QueueSummary, Reporter, Timings, failed_bundle
 from modelsci.executors.leases import LeaseKeeper
 from modelsci.schemas.bundle import ResultBundle
 from modelsci.schemas.queued_run import QueuedRun
@@ -34,6 +35,8 @@ class Backend(ABC):
 
     capacity: int
     """How many runs may execute at once."""
+    timings: Timings
+    """Where the backend adds its runs' stages (``drive`` sets it to the summary's)."""
 
     @abstractmethod
     def submit(self, queued: QueuedRun, progress: Progress, keeper: LeaseKeeper) -> Hashable:
@@ -62,6 +65,7 @@ def drive(cat: Catalogue, backend: Backend, reporter: Reporter, *, device: str, 
           bound: int | None = None) -> QueueSummary:
     """Execute queued runs on ``backend`` until the queue is empty; returns which succeeded and which failed."""
     summary = QueueSummary()
+    backend.timings = summary.timings
     keeper = LeaseKeeper(cat, lease_s)
     committer = Committer(cat, reporter, summary, keeper)
     worker = worker_name()
@@ -74,7 +78,7 @@ def drive(cat: Catalogue, backend: Backend, reporter: Reporter, *, device: str, 
         committer.flush()  # what an earlier run left in the spool, before its runs are claimed again
         while True:
             while (len(in_flight) < backend.capacity and (streaming is not None or not committer.waiting)
-                   and (queued := _claim(cat, keeper, worker, busy_ok=bool(in_flight)))):
+                   and (queued := _claim(cat, keeper, worker, summary, busy_ok=bool(in_flight)))):
                 progress = committer.started(queued)
                 keeper.hold(queued)
                 submitting = queued  # an in-process backend executes it before ``submit`` returns
@@ -125,9 +129,14 @@ def drive(cat: Catalogue, backend: Backend, reporter: Reporter, *, device: str, 
     return summary
 
 
-def _claim(cat: Catalogue, keeper: LeaseKeeper, worker: str, *, busy_ok: bool) -> QueuedRun | None:
+def _claim(cat: Catalogue, keeper: LeaseKeeper, worker: str, summary: QueueSummary, *,
+           busy_ok: bool) -> QueuedRun | None:
+    clock = time.perf_counter()
     with keeper.catalogue:  # not while the committer's thread is landing
-        return claim_unless_busy(cat, worker, busy_ok=busy_ok)
+        queued = claim_unless_busy(cat, worker, busy_ok=busy_ok)
+    if queued is not None:
+        summary.timings.add("claim", time.perf_counter() - clock)
+    return queued
 
 
 def _land(committer: Committer, streaming: _Streaming | None, queued: QueuedRun, bundle: ResultBundle) -> None:

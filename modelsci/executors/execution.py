@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import os
 import resource
+import statistics
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,9 +52,57 @@ from modelsci.schemas.entities import ModelInstance, Run, source_name
 from modelsci.schemas.manifest import DatasetSpec, ModelSpec
 from modelsci.schemas.queued_run import QueuedRun
 
-__all__ = ["Progress", "QueueSummary", "Reporter", "execute", "failed_bundle", "scrub_paths"]
+__all__ = ["STAGES", "Progress", "QueueSummary", "Reporter", "Timings", "execute", "failed_bundle", "scrub_paths",
+           "timed_execute"]
 
 Progress = Callable[[float, float], None]
+
+STAGES = ("claim", "start", "transfer_in", "load", "analysis", "transfer_out", "commit")
+"""Where a run's time goes, in order: its claim from the queue, submitted until it begins on its
+worker, the shipped files written there, model and data loaded (or reused), the analysis, done
+until the claiming process has its bundle (the transfer, and any wait for that process to look),
+and its commit. Stamps across processes use the wall clock (hosts' clocks must agree)."""
+
+
+@dataclass
+class Timings:
+    """Seconds per stage (``STAGES``) summed over an executor's runs; ``loads`` of them loaded
+    their model, the others reused the one their worker process kept."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    loads: int = 0
+    recent: dict[str, deque[float]] = field(default_factory=lambda: {s: deque(maxlen=1000) for s in STAGES})
+    """The last 1,000 runs' seconds per stage (for medians: a long queue's memory stays bounded)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Count ``seconds`` (never below 0: clocks of two processes) for one run's ``stage``."""
+        with self._lock:  # the committer's thread adds too
+            self.seconds[stage] += max(seconds, 0.0)
+            self.counts[stage] += 1
+            self.recent[stage].append(max(seconds, 0.0))
+
+    def add_stamps(self, stamps: dict[str, float], submitted: float, arrived: float) -> None:
+        """Add one run's stages from its worker's ``stamps`` (``execute``'s, and ``began``/``ended``
+        on the wall clock) and the claiming process' wall clock at submission and arrival."""
+        if "began" in stamps:
+            self.add("start", stamps["began"] - submitted)
+        if "ended" in stamps:
+            self.add("transfer_out", arrived - stamps["ended"])
+        for stage in ("transfer_in", "load", "analysis"):
+            if stage in stamps:
+                self.add(stage, stamps[stage])
+        self.loads += int(stamps.get("loaded", 0))
+
+    def per_run_ms(self) -> dict[str, float]:
+        """Mean milliseconds per run of each stage that was measured (first loads and starts included)."""
+        return {stage: round(1000 * self.seconds[stage] / self.counts[stage], 2)
+                for stage in STAGES if self.counts[stage]}
+
+    def median_ms(self) -> dict[str, float]:
+        """Median milliseconds of each measured stage over the last 1,000 runs (a typical run's)."""
+        return {stage: round(1000 * statistics.median(self.recent[stage]), 2) for stage in STAGES if self.recent[stage]}
 
 
 @dataclass
@@ -63,6 +113,8 @@ class QueueSummary:
     """The most finished bundles that waited in memory to land at once (executors with a bound)."""
     spilled: int = 0
     """How many finished bundles waited in the spool instead, memory's bound being reached."""
+    timings: Timings = field(default_factory=Timings)
+    """Where the runs' time went, per stage (``STAGES``)."""
 
 
 class Reporter:
@@ -79,18 +131,30 @@ class Reporter:
         print(f"note: {message}", file=sys.stderr, flush=True)
 
 
-def execute(queued: QueuedRun, device: str, progress: Progress | None = None) -> ResultBundle:
-    """Run one queued run; the bundle holds its Run (succeeded or failed) and its findings."""
+def execute(queued: QueuedRun, device: str, progress: Progress | None = None,
+            stamps: dict[str, float] | None = None) -> ResultBundle:
+    """Run one queued run; the bundle holds its Run (succeeded or failed) and its findings.
+
+    ``stamps`` receives the seconds spent loading (``load``; ``loaded`` is 1 when the model was
+    loaded rather than reused) and in the analysis (``analysis``)."""
     started = datetime.now(UTC).replace(tzinfo=None)
     clock = time.perf_counter()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with _ResidentPeak() as peak:
-        return _execute(queued, device, progress, started, clock, peak)
+        return _execute(queued, device, progress, started, clock, peak, {} if stamps is None else stamps)
+
+
+def timed_execute(queued: QueuedRun, device: str) -> tuple[ResultBundle, dict[str, float]]:
+    """``execute`` in a worker process: the bundle, and its stamps with ``began`` and ``ended`` on the wall clock."""
+    stamps = {"began": time.time()}
+    bundle = execute(queued, device, stamps=stamps)
+    stamps["ended"] = time.time()
+    return bundle, stamps
 
 
 def _execute(queued: QueuedRun, device: str, progress: Progress | None, started: datetime, clock: float,
-             peak: _ResidentPeak) -> ResultBundle:
+             peak: _ResidentPeak, stamps: dict[str, float]) -> ResultBundle:
     try:
         plugin_cls = registry().get(queued.analysis_id.split("@")[0])
         if plugin_cls is None or f"{plugin_cls.name}@{plugin_cls.version}" != queued.analysis_id:
@@ -101,9 +165,12 @@ def _execute(queued: QueuedRun, device: str, progress: Progress | None, started:
     except Exception as exc:  # installing the analysis (at that version) can change this: planned again
         return _failed(queued, device, exc, started, failure="executor")
     try:
+        loading = time.perf_counter()
+        stamps["loaded"] = float((queued.model_id, device) not in _MODELS)
         model = _load(queued, device)
         dataset = _dataset(queued.dataset_spec, queued.dataset_id, queued)
         train = _train(queued, dataset) if plugin_cls.needs_training_data else None
+        stamps["load"] = (analysing := time.perf_counter()) - loading
         torch.manual_seed(queued.seed)
         run = _run_row(queued, device, started)
         run.train_dataset_id = train.id if train is not None else None
@@ -114,6 +181,7 @@ def _execute(queued: QueuedRun, device: str, progress: Progress | None, started:
         # depend on the executor's thread count, or the same run would make other finding ids.
         with threadpool_limits(limits=1, user_api="blas"):
             plugin.run(ctx)
+        stamps["analysis"] = time.perf_counter() - analysing
     except Exception as exc:
         return _failed(queued, device, exc, started, failure="run")
     run.status = "succeeded"

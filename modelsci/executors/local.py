@@ -13,13 +13,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import time
 from collections.abc import Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
 from modelsci.catalogue.store import Catalogue
 from modelsci.executors.driving import Backend, drive
-from modelsci.executors.execution import Progress, QueueSummary, Reporter, execute
+from modelsci.executors.execution import Progress, QueueSummary, Reporter, execute, timed_execute
 from modelsci.executors.leases import LeaseKeeper
 from modelsci.ingest.loading import resolve_device
 from modelsci.schemas.bundle import ResultBundle
@@ -49,8 +50,10 @@ class _InProcess(Backend):
         self._done: list[tuple[Hashable, ResultBundle | BaseException]] = []
 
     def submit(self, queued: QueuedRun, progress: Progress, keeper: LeaseKeeper) -> Hashable:
+        stamps: dict[str, float] = {}
         with keeper.beating():
-            self._done.append((queued.run_id, execute(queued, self.device, progress)))
+            self._done.append((queued.run_id, execute(queued, self.device, progress, stamps)))
+        self.timings.add_stamps(stamps, 0.0, 0.0)  # nothing starts or travels: no start or transfer
         return queued.run_id
 
     def wait(self, handles: list[Hashable], timeout: float) -> list[tuple[Hashable, ResultBundle | BaseException]]:
@@ -65,14 +68,26 @@ class _Pool(Backend):
         self.pool = pool
         self.capacity = jobs
         self.device = device
+        self.submitted: dict[Future, float] = {}
 
     def submit(self, queued: QueuedRun, progress: Progress, keeper: LeaseKeeper) -> Hashable:
-        return self.pool.submit(execute, queued, self.device)
+        future = self.pool.submit(timed_execute, queued, self.device)
+        self.submitted[future] = time.time()
+        return future
 
     def wait(self, handles: list[Hashable], timeout: float) -> list[tuple[Hashable, ResultBundle | BaseException]]:
-        futures: list[Future[ResultBundle]] = handles  # type: ignore[assignment]
+        futures: list[Future[tuple[ResultBundle, dict[str, float]]]] = handles  # type: ignore[assignment]
         done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-        return [(future, future.exception() or future.result()) for future in done]
+        finished: list[tuple[Hashable, ResultBundle | BaseException]] = []
+        for future in done:
+            submitted = self.submitted.pop(future, 0.0)
+            if (error := future.exception()) is not None:
+                finished.append((future, error))
+                continue
+            bundle, stamps = future.result()
+            self.timings.add_stamps(stamps, submitted, time.time())
+            finished.append((future, bundle))
+        return finished
 
 
 def _die_with_parent(parent: int) -> None:

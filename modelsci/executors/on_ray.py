@@ -102,6 +102,7 @@ class _RayBackend(Backend):
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         self.beats = ray.remote(num_cpus=0)(_Heartbeats).options(scheduling_strategy=here).remote()
         self.leases: dict[Hashable, str] = {}
+        self.submitted: dict[Hashable, float] = {}  # wall clock: a task's start is stamped on its node
 
     def submit(self, queued: QueuedRun, progress: Progress, keeper: LeaseKeeper) -> Hashable:
         plugin = registry().get(queued.analysis_id.split("@")[0])
@@ -111,6 +112,7 @@ class _RayBackend(Backend):
         ref = self.task.options(num_cpus=cpus, num_gpus=gpus).remote(
             queued, self.run_device, self.threads, shipped, self.beats, self.lease_s / 4)
         self.leases[ref] = queued.lease or ""
+        self.submitted[ref] = time.time()
         return ref
 
     def wait(self, handles: list[Hashable], timeout: float) -> list[tuple[Hashable, ResultBundle | BaseException]]:
@@ -120,15 +122,17 @@ class _RayBackend(Backend):
         done: list[tuple[Hashable, ResultBundle | BaseException]] = []
         for ref in ready:
             self.leases.pop(ref, None)
+            submitted = self.submitted.pop(ref, 0.0)
             try:
-                bundle, digests = self.ray.get(ref)
+                bundle, digests, stamps = self.ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - the task's worker or node died, or the task raised
                 done.append((ref, exc))
                 continue
-            arrived = [artifact.sha256 for artifact in bundle.artifacts]
-            if arrived != digests:
-                done.append((ref, TransferError(f"{sum(a != b for a, b in zip(arrived, digests, strict=False))} "
-                                                "artifact(s) of the bundle changed on the way from the worker")))
+            self.timings.add_stamps(stamps, submitted, time.time())
+            try:
+                verify_artifacts(bundle, digests)
+            except TransferError as exc:
+                done.append((ref, exc))
             else:
                 done.append((ref, bundle))
         return done
@@ -147,6 +151,7 @@ class _RayBackend(Backend):
 
     def forget(self, handle: Hashable) -> None:
         self.leases.pop(handle, None)
+        self.submitted.pop(handle, None)
         try:
             self.ray.cancel(handle, force=True)
         except Exception:  # noqa: BLE001, S110 - a task on a dead node cannot be cancelled, nor need be
@@ -209,10 +214,21 @@ class _Heartbeats:
         return {lease: now - at for lease, at in self.last.items()}
 
 
+def verify_artifacts(bundle: ResultBundle, digests: list[str]) -> None:
+    """Raise ``TransferError`` unless the bundle's artifacts hash to ``digests``, their worker's sha256s."""
+    arrived = [artifact.sha256 for artifact in bundle.artifacts]
+    if arrived != digests:
+        changed = sum(a != b for a, b in zip(arrived, digests, strict=False)) + abs(len(arrived) - len(digests))
+        raise TransferError(f"{changed} artifact(s) of the bundle of run {bundle.runs[-1].id if bundle.runs else '?'} "
+                            "arrived with other bytes than their worker made")
+
+
 def _run_task(queued: QueuedRun, device: str, threads: int, shipped: list[_Shipment],
-              beats: Any, interval: float) -> tuple[ResultBundle, list[str]]:  # noqa: ANN401 - a Ray actor handle
+              beats: Any, interval: float) -> tuple[ResultBundle, list[str], dict[str, float]]:  # noqa: ANN401 - a Ray actor handle
     """A Ray task: beat while executing ``queued`` on files found here or written from ``shipped``;
-    returns the bundle and the sha256 of each of its artifacts, which the driver checks."""
+    returns the bundle, the sha256 of each of its artifacts, which the driver checks, and the
+    run's stamps (``execution.Timings``)."""
+    stamps = {"began": time.time()}
     done = threading.Event()
 
     def beat() -> None:
@@ -225,8 +241,13 @@ def _run_task(queued: QueuedRun, device: str, threads: int, shipped: list[_Shipm
     thread.start()
     try:
         torch.set_num_threads(threads)
-        bundle = execute(_here(queued, shipped), device)
-        return bundle, [artifact.sha256 for artifact in bundle.artifacts]
+        clock = time.perf_counter()
+        here = _here(queued, shipped)
+        stamps["transfer_in"] = time.perf_counter() - clock
+        bundle = execute(here, device, stamps=stamps)
+        digests = [artifact.sha256 for artifact in bundle.artifacts]
+        stamps["ended"] = time.time()
+        return bundle, digests, stamps
     finally:
         done.set()
 

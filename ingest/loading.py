@@ -143,12 +143,25 @@ class LoadedModel:
 def load_model(handle: ModelHandle, device: str = "cpu") -> LoadedModel:
     """Load ``handle`` on ``device``; any failure is a ModelError naming the model."""
     try:
+        _quiet(handle.framework)
         return _LOADERS[handle.framework](handle, device)
     except ModelError:
         raise
     except Exception as exc:  # a loader's own error: wrong shapes, missing files, bad configs
         raise ModelError(f"model {handle.id[:19]}... ({handle.path}) fails to load as "
                          f"{handle.framework}: {type(exc).__name__}: {exc}") from None
+
+
+def _quiet(framework: str) -> None:
+    """No per-file loading bars from the hub libraries: a run's own progress line says what loads."""
+    if framework in ("transformers", "sentence-transformers"):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    elif framework == "diffusers":
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
 
 
 def _load_sklearn(handle: ModelHandle, device: str) -> LoadedModel:

@@ -31,7 +31,8 @@ class ProgressReporter(Reporter):
         self.progress.stop()
 
     def started(self, run: QueuedRun) -> Callable[[float, float], None]:
-        task = self.progress.add_task(f"{run.analysis_id} on {run.model_id[7:19]} seed {run.seed}",
+        model = run.model_spec.get("name") or run.model_id[7:19]
+        task = self.progress.add_task(f"{run.analysis_id} on {escape(model)} seed {run.seed}",
                                       total=None, state="running")
         self.tasks[run.run_id] = task
         return lambda done, total: self.progress.update(task, completed=done, total=total)

@@ -107,7 +107,8 @@ def inherited_findings(model: dict[str, Any], ancestors: dict[str, tuple[int, se
 
 
 def home_headlines(boards: list[dict[str, Any]], limit: int = 15) -> list[dict[str, Any]]:
-    """The submitted model listed first on each leaderboard, the boards with the most submitted models first.
+    """The submitted model listed first on each leaderboard: evaluations first (how good each model is),
+    then the boards with the most submitted models.
 
     Derived models (a Rashomon set's members) are left out: they are listed on their base model's page.
     """
@@ -116,7 +117,8 @@ def home_headlines(boards: list[dict[str, Any]], limit: int = 15) -> list[dict[s
         rows = [(m, s) for m, s in board["rows"] if not is_derived(m)]
         if rows:
             headlines.append({"board": board, "model": rows[0][0], "summary": rows[0][1], "n_models": len(rows)})
-    headlines.sort(key=lambda h: (-h["n_models"], h["board"]["analysis"], h["board"]["kind"], h["board"]["dataset_id"],
+    headlines.sort(key=lambda h: (not h["board"]["analysis"].startswith("evaluation."), -h["n_models"],
+                                  h["board"]["analysis"], h["board"]["kind"], h["board"]["dataset_id"],
                                   h["board"]["params_hash"]))
     return headlines[:limit]
 

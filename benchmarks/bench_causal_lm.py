@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_games import timed  # the script's folder is on sys.path
 
 from modelsci.analyses.games.evaluator import GameEvaluator
 from modelsci.analyses.games.indices import all_coalitions, shapley_interactions
@@ -60,17 +61,6 @@ def small_gpt2(folder: Path) -> Path:
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-def timed(fn, repeat: int = 2):  # noqa: ANN001, ANN201
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 @torch.no_grad()

@@ -17,13 +17,12 @@ missing.
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from modelsci.resources import demo_inputs
+from modelsci.demo_models import shipped_or_trained
 
 __all__ = ["DIGIT_WORDS", "digit_captions", "digit_images", "save_clip", "train_demo_clip", "train_digits_clip"]
 
@@ -145,19 +144,7 @@ def train_demo_clip(models: Path, data: Path) -> list[str]:
     held-out digits with captions in ``data``. Returns the model's name when it was trained."""
     if not data.exists():
         digit_captions(data)
-    target = models / "digits_clip"
-    if target.exists():
-        return []
-    partial = models / ".digits_clip.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    shipped = demo_inputs() / "digits_clip"
-    if (shipped / "model.safetensors").is_file():
-        shutil.copytree(shipped, partial)
-        partial.rename(target)
-        return []
-    train_digits_clip(partial)
-    partial.rename(target)
-    return ["digits_clip"]
+    return shipped_or_trained(models, "digits_clip", train_digits_clip)
 
 
 def _accuracy(folder: Path) -> float:

@@ -14,7 +14,6 @@ demo trains them itself when they are missing.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from modelsci.resources import demo_inputs
+from modelsci.demo_models import shipped_or_trained
 
 __all__ = ["SPECIALS", "modsum_prompts", "modsum_tokenizer", "train_demo_lm", "train_modsum_gpt2"]
 
@@ -104,19 +103,7 @@ def train_demo_lm(models: Path) -> list[str]:
 
     Returns its name when it was trained.
     """
-    target = models / "modsum_gpt2"
-    if target.exists():
-        return []
-    partial = models / ".modsum_gpt2.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    shipped = demo_inputs() / "modsum_gpt2"
-    if (shipped / "model.safetensors").is_file():
-        shutil.copytree(shipped, partial)
-        partial.rename(target)
-        return []
-    train_modsum_gpt2(partial)
-    partial.rename(target)
-    return ["modsum_gpt2"]
+    return shipped_or_trained(models, "modsum_gpt2", train_modsum_gpt2)
 
 
 def modsum_prompts(path: Path, pairs: list[tuple[int, int]] | None = None) -> Path:

@@ -11,21 +11,38 @@ import numpy as np
 import torch
 
 from modelsci.ingest.architectures import MLP, SmallCNN, save_torch_model
+from modelsci.resources import demo_inputs
 
-__all__ = ["LARGE_TRAINERS", "MINILM_REPO", "MINILM_REVISION", "TRAINERS", "offline_hub_cache", "train_demo_models"]
+__all__ = ["LARGE_TRAINERS", "MINILM_REPO", "MINILM_REVISION", "TRAINERS", "offline_hub_cache", "shipped_or_trained",
+           "train_demo_models"]
 
 
 def train_demo_models(folder: Path, *, large: bool = False) -> list[str]:
     """Train each demo model that is not in ``folder`` yet (deterministic, seconds on a CPU)."""
     names = [*TRAINERS, *LARGE_TRAINERS] if large else list(TRAINERS)
-    trained = []
-    for name in names:
-        if not (folder / name).exists():
-            tmp = folder / f".{name}.partial"
-            {**TRAINERS, **LARGE_TRAINERS}[name](tmp)
-            tmp.rename(folder / name)
-            trained.append(name)
-    return trained
+    return [name for name in names if _place(folder, name, {**TRAINERS, **LARGE_TRAINERS}[name])]
+
+
+def shipped_or_trained(folder: Path, name: str, train: Callable[[Path], object]) -> list[str]:
+    """Put demo model ``name`` in ``folder/name`` unless it is there: the weights shipped in the
+    demo inputs, else trained by ``train``. Returns ``[name]`` when it was trained."""
+    shipped = demo_inputs() / name
+    if (shipped / "model.safetensors").is_file():
+        _place(folder, name, lambda partial: shutil.copytree(shipped, partial))
+        return []
+    return [name] if _place(folder, name, train) else []
+
+
+def _place(folder: Path, name: str, make: Callable[[Path], object]) -> bool:
+    """Make ``folder/name`` with ``make`` unless it exists, in a partial folder renamed when done, so
+    that an interrupted demo never leaves a half-written model. Whether it was made."""
+    if (folder / name).exists():
+        return False
+    partial = folder / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    make(partial)
+    partial.rename(folder / name)
+    return True
 
 
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"

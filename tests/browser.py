@@ -8,8 +8,6 @@ Content-Security-Policy violations (``Page.csp_violations``).
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
 import os
 import shutil
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from modelsci.http_serve import make_server
 
 __all__ = ["Browser", "chromium_or_skip", "chromium_path", "serving"]
 
@@ -144,16 +144,10 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextmanager
 def serving(root: Path) -> Iterator[str]:
     """Serve a built site over HTTP on a free local port (module scripts and workers need http); yields its URL."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = make_server(root)  # byte ranges, as a static host answers them and DuckDB-WASM reads Parquet
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

@@ -6,7 +6,6 @@ import html
 import html.parser
 import json
 import re
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,8 @@ import pytest
 from modelsci import catalogue
 from modelsci.analyses.hallucination.toy import train_denoiser
 from modelsci.compare import compare_commits, compare_models
-from modelsci.http_serve import make_server
 from modelsci.site_build import as_text, build_site, slug
-from tests.browser import Browser, chromium_or_skip
+from tests.browser import Browser, chromium_or_skip, serving
 from tests.conftest import REPO, modelsci
 from tests.models import breast_cancer_skops, write_manifest
 
@@ -57,14 +55,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def server(built: dict[str, object]) -> Iterator[str]:
     """The site served as a static host serves it: with byte ranges, which DuckDB-WASM reads Parquet by."""
-    httpd = make_server(built["root"])  # type: ignore[arg-type]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(built["root"]) as url:  # type: ignore[arg-type]
+        yield url
 
 
 @pytest.fixture(scope="module")

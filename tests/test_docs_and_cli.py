@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 import modelsci as modelsci_package
 from modelsci import catalogue
@@ -50,11 +52,27 @@ def test_the_command_list_reaches_the_sub_apps() -> None:
 def test_every_command_is_in_the_readme_and_its_help_has_an_example(command) -> None:
     cli_section = README[README.index("<!-- cli:begin -->"):README.index("<!-- cli:end -->")]
     assert f"`modelsci {command}" in cli_section
-    help_text = modelsci(*command.split(), "--help").stdout
+    # in this process: the same text as the installed command prints (COLUMNS as modelsci() sets it), without
+    # a Python start per command
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    help_text = result.output
     assert re.search(r"Example:?\s+modelsci\s+" + r"\s+".join(map(re.escape, command.split())), help_text), help_text
 
 
-def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path) -> None:
+def in_process(*args: str, catalogue_dir, capsys, monkeypatch) -> tuple[int, str]:  # noqa: ANN001
+    """Exit code and stderr of the console script's entry point (``modelsci.cli:main``) run in this
+    process, as the installed ``modelsci`` runs it, without a Python start per call."""
+    from modelsci.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["modelsci", "--catalogue", str(catalogue_dir), *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path, capsys, monkeypatch) -> None:
     cases = [
         (["show", "sha256:nothing"], "nothing in the catalogue has the id"),
         (["sql", "SELECT * FROM findings", "--as-of", "99"], "no commit '99' in the catalogue"),
@@ -68,18 +86,23 @@ def test_user_errors_are_one_line_with_a_nonzero_exit(tmp_path) -> None:
     ]
     catalogue.open(tmp_path / "cat", create=True)
     for args, message in cases:
-        result = modelsci(*args, catalogue_dir=tmp_path / "cat", check=False)
-        assert result.returncode == 1, (args, result.stdout, result.stderr)
-        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        code, stderr = in_process(*args, catalogue_dir=tmp_path / "cat", capsys=capsys, monkeypatch=monkeypatch)
+        assert code == 1, (args, stderr)
+        assert message in stderr and "Traceback" not in stderr, stderr
+    # and once through the installed command
+    result = modelsci(*cases[0][0], catalogue_dir=tmp_path / "cat", check=False)
+    assert result.returncode == 1 and cases[0][1] in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("args", [["sql", "SELECT 1"], ["findings"], ["status"], ["check"], ["export", "out"],
                                   ["run"], ["site", "build"]], ids=lambda a: " ".join(a))
-def test_commands_on_a_folder_without_a_catalogue_say_so_and_create_nothing(tmp_path, args) -> None:
+def test_commands_on_a_folder_without_a_catalogue_say_so_and_create_nothing(tmp_path, args, capsys,
+                                                                           monkeypatch) -> None:
     typo = tmp_path / "typo"
-    result = modelsci(*args, catalogue_dir=typo, check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert f"error: {typo} holds no modelsci catalogue (no catalogue.duckdb)" in result.stderr
+    monkeypatch.chdir(tmp_path)  # where `export out` would write
+    code, stderr = in_process(*args, catalogue_dir=typo, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 1 and "Traceback" not in stderr, stderr
+    assert f"error: {typo} holds no modelsci catalogue (no catalogue.duckdb)" in stderr
     assert not typo.exists()
 
 

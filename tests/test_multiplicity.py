@@ -92,11 +92,19 @@ def test_permutation_importance_keeps_labels_when_the_test_split_lacks_a_class()
     assert _importance_by_hand(reference.predict, x_test, y_test, 3, seed=7).max() > 0.1  # not all zero
 
 
-def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
-        {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 30, "n_bootstrap": 100}}])
-    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
-    cat = catalogue.open(tmp_path / "cat", create=True)
+@pytest.fixture(scope="module")
+def through_the_cli(tmp_path_factory: pytest.TempPathFactory) -> catalogue.Catalogue:
+    """A Rashomon set and a TreeFARMS set of one model, submitted and run by one `modelsci submit --run`."""
+    tmp = tmp_path_factory.mktemp("multiplicity")
+    manifest = write_manifest(tmp / "m.yaml", str(breast_cancer_skops(tmp / "lr")), analyses=[
+        {"name": "multiplicity.rashomon_set", "params": {"n_candidates": 30, "n_bootstrap": 100}},
+        {"name": "multiplicity.treefarms", "params": {"max_features": 6, "n_bootstrap": 100}}])
+    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp / "cat", timeout=300)
+    return catalogue.open(tmp / "cat", create=True)
+
+
+def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(through_the_cli) -> None:
+    cat = through_the_cli
     info = cat.sql("SELECT value, metrics FROM findings_current WHERE kind = 'rashomon_set'").to_pylist()[0]
     size, figures = int(info["value"]), json.loads(info["metrics"])
     assert size >= 20
@@ -112,27 +120,28 @@ def test_a_rashomon_set_through_the_cli_is_recomputable_from_the_catalogue(tmp_p
     assert {link["src_id"] for link in links} == {m["id"] for m in members}
 
     path = cat.sql("SELECT a.path FROM artifacts a JOIN findings_current f ON f.id = a.finding_id "
-                   "WHERE f.kind = 'ambiguity' AND a.name = 'predictions'").to_pylist()[0]["path"]
+                   "WHERE f.kind = 'ambiguity' AND a.name = 'predictions' "
+                   "AND f.analysis_name = 'multiplicity.rashomon_set'").to_pylist()[0]["path"]
     long = pq.read_table(cat.root / path).to_pandas()
     wide = long.pivot(index="member", columns="example", values="prediction").to_numpy()
     reference_labels = long[long.member == 0].sort_values("example")["reference"].to_numpy()
     stored = {r["kind"]: r["value"] for r in cat.sql(
-        "SELECT kind, value FROM findings_current WHERE kind IN ('ambiguity', 'discrepancy', 'obscurity')").to_pylist()}
+        "SELECT kind, value FROM findings_current WHERE kind IN ('ambiguity', 'discrepancy', 'obscurity') "
+        "AND analysis_name = 'multiplicity.rashomon_set'").to_pylist()}
     assert stored["ambiguity"] == pytest.approx(metrics.ambiguity(reference_labels, wide))
     assert stored["discrepancy"] == pytest.approx(metrics.discrepancy(reference_labels, wide))
     assert stored["obscurity"] == pytest.approx(metrics.obscurity(reference_labels, wide))
     assert check(cat).ok
 
 
-def test_treefarms_gives_an_exact_set_of_sparse_trees(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
-        {"name": "multiplicity.treefarms", "params": {"max_features": 6, "n_bootstrap": 100}}])
-    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat", timeout=300)
-    cat = catalogue.open(tmp_path / "cat", create=True)
-    rows = {r["kind"]: r for r in cat.sql("SELECT kind, value, exact FROM findings_current").to_pylist()}
+def test_treefarms_gives_an_exact_set_of_sparse_trees(through_the_cli) -> None:
+    cat = through_the_cli
+    rows = {r["kind"]: r for r in cat.sql("SELECT kind, value, exact FROM findings_current "
+                                          "WHERE analysis_name = 'multiplicity.treefarms'").to_pylist()}
     assert rows["treefarms_set"]["value"] >= 2 and rows["treefarms_set"]["exact"] is True
     path = cat.sql("SELECT a.path FROM artifacts a JOIN findings_current f ON f.id = a.finding_id "
-                   "WHERE f.kind = 'ambiguity' AND a.name = 'predictions'").to_pylist()[0]["path"]
+                   "WHERE f.kind = 'ambiguity' AND a.name = 'predictions' "
+                   "AND f.analysis_name = 'multiplicity.treefarms'").to_pylist()[0]["path"]
     long = pq.read_table(cat.root / path).to_pandas()
     wide = long.pivot(index="member", columns="example", values="prediction").to_numpy()
     reference = long[long.member == 0].sort_values("example")["reference"].to_numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -54,55 +55,50 @@ if _LOG:
 '''
 
 
-def test_ray_executor_lands_the_same_findings_as_the_local_one(tmp_path: Path) -> None:
+def test_ray_executor_lands_the_local_findings_and_only_the_driver_writes_the_catalogue(tmp_path: Path) -> None:
+    """Same runs, same findings (same ids) as the local executor; and every landing happens in the
+    `modelsci run` process: seen by a spy on DuckDB in every process (not by what the runs or commits
+    say about themselves), and by each commit's author. One Ray run serves both checks."""
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
         {"name": "evaluation.performance", "params": {"n_bootstrap": 200}},
         {"name": "attribution.kernel_shap", "params": {"examples": 2, "budget": 256}, "seeds": [0, 1]},
         {"name": "interactions.shapley", "params": {"examples": 1, "budget": 1024}},
     ])
+    local_dir, ray_dir = tmp_path / "local", tmp_path / "ray"
+    submit(catalogue.open(local_dir, create=True), manifest.read_text(), base_dir=tmp_path)
+    shutil.copytree(local_dir, ray_dir)  # the same queue, for each executor
+    out = modelsci("run", "--executor", "local", "--device", "cpu", catalogue_dir=local_dir, timeout=600).stdout
+    assert "4 run(s) succeeded, 0 failed" in out
+
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(WRITE_SPY)
+    log = tmp_path / "spy.log"
+    env = {**os.environ, "COLUMNS": "200", "MODELSCI_TEST_SPY_LOG": str(log),
+           "MODELSCI_TEST_SPY_CATALOGUE": os.path.realpath(ray_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(spy), os.environ.get("PYTHONPATH")]))}
+    driver = subprocess.Popen([MODELSCI, "--catalogue", str(ray_dir), "run", "--executor", "ray", "--device", "cpu"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err
+    assert "4 run(s) succeeded, 0 failed" in out
+
     ids = {}
-    for executor in ("local", "ray"):
-        cat_dir = tmp_path / executor
-        modelsci("submit", str(manifest), catalogue_dir=cat_dir)
-        out = modelsci("run", "--executor", executor, "--device", "cpu", catalogue_dir=cat_dir, timeout=600).stdout
-        assert "4 run(s) succeeded, 0 failed" in out
+    for executor, cat_dir in (("local", local_dir), ("ray", ray_dir)):
         cat = catalogue.open(cat_dir, create=True)
         assert check(cat).ok
         ids[executor] = sorted(r["id"] for r in cat.sql("SELECT id FROM findings").to_pylist())
     assert ids["local"] == ids["ray"] and len(ids["ray"]) > 10
 
-
-def test_only_the_driver_writes_the_catalogue_no_ray_worker_does(tmp_path: Path) -> None:
-    """Every landing happens in the `modelsci run` process: seen by a spy on DuckDB in every process
-    (not by what the runs or commits say about themselves), and by each commit's author."""
-    spy = tmp_path / "spy"
-    spy.mkdir()
-    (spy / "sitecustomize.py").write_text(WRITE_SPY)
-    log = tmp_path / "spy.log"
-    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
-        {"name": "evaluation.performance", "params": {"n_bootstrap": n}} for n in (100, 101, 102)])
-    cat_dir = tmp_path / "cat"
-    modelsci("submit", str(manifest), catalogue_dir=cat_dir)
-    env = {**os.environ, "COLUMNS": "200", "MODELSCI_TEST_SPY_LOG": str(log),
-           "MODELSCI_TEST_SPY_CATALOGUE": os.path.realpath(cat_dir),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(spy), os.environ.get("PYTHONPATH")]))}
-    driver = subprocess.Popen([MODELSCI, "--catalogue", str(cat_dir), "run", "--executor", "ray", "--device", "cpu"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = driver.communicate(timeout=600)
-    assert driver.returncode == 0, err
-    assert "3 run(s) succeeded, 0 failed" in out
-
     lines = [line.split() for line in log.read_text().splitlines()]
     workers = {int(pid) for kind, pid in lines if kind == "ray-worker"}
     writers = [int(pid) for kind, pid in lines if kind == "write"]
     assert workers and driver.pid not in workers, "the spy did not reach Ray's workers: the test would prove nothing"
-    # the driver wrote (claims and 3 landings at least), and no other process did
-    assert len(writers) >= 6 and set(writers) == {driver.pid}
-
-    cat = catalogue.open(cat_dir, create=True)
-    authors = [r["author"] for r in cat.sql("SELECT author FROM commits WHERE author LIKE 'modelsci run%'").to_pylist()]
-    assert len(authors) == 3 and all(f":{driver.pid}:" in author for author in authors), authors
-    assert check(cat).ok
+    # the driver wrote (claims and 4 landings at least), and no other process did
+    assert len(writers) >= 8 and set(writers) == {driver.pid}
+    authors = [r["author"] for r in catalogue.open(ray_dir).sql(
+        "SELECT author FROM commits WHERE author LIKE 'modelsci run%'").to_pylist()]
+    assert len(authors) == 4 and all(f":{driver.pid}:" in author for author in authors), authors
 
 
 @pytest.fixture(scope="module")

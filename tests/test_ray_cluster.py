@@ -2,13 +2,14 @@
 
 The head has no CPUs, so every run executes on a worker node; each worker node runs in its own
 mount namespace with an empty tmpfs over the folder that holds the model, so that, as on another
-machine, it cannot read the driver's files. The driver is this test process.
+machine, it cannot read the driver's files. The driver is a process of its own, one for the module.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import secrets
 import shutil
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,35 +36,44 @@ pytest.importorskip("ray", reason="the Ray executor needs pip install 'modelsci[
 RAY = str(Path(sys.executable).parent / "ray")
 LEASE_S = "3"
 
-# The driver runs in a process of its own: Ray reads RAY_AUTH_MODE and the token when it is imported.
+# The driver runs in a process of its own (Ray reads RAY_AUTH_MODE and the token when it is imported), one for
+# the module, as a long-lived driver would: it joins the cluster once and runs the queue of each catalogue it is
+# sent on stdin, so that Ray starts its workers (which import modelsci and torch) once, not once per test. It
+# answers each with a RESULT line: the summary, and what the run said on stderr (its notes).
 DRIVER = """
-import json, sys, time
+import contextlib, io, json, sys, time, traceback
+import ray
 from modelsci import catalogue
 from modelsci.executors.committer import Committer
 from modelsci.executors.execution import Reporter
 from modelsci.executors.on_ray import run_queue_on_ray
 
-args = json.loads(sys.argv[1])
-if args.get("commit_delay"):  # a slow committer
-    land = Committer.land
-    def slow(self, *a, **k):
-        time.sleep(args["commit_delay"])
-        return land(self, *a, **k)
-    Committer.land = slow
-summary = run_queue_on_ray(catalogue.open(args["cat"]), device="cpu", address=args["address"], reporter=Reporter(),
-                           max_waiting=args.get("max_waiting"))
-print(json.dumps({"succeeded": len(summary.succeeded), "failed": len(summary.failed),
-                  "peak_in_memory": summary.peak_in_memory, "spilled": summary.spilled}))
-"""
+delay = 0.0
+land = Committer.land
+def slow(self, *a, **k):  # a slow committer, where the request asks for one
+    time.sleep(delay)
+    return land(self, *a, **k)
+Committer.land = slow
 
-WAIT_FOR_WORKERS = """
-import sys, time
-import ray
-ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False)
-deadline = time.monotonic() + 90
+ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, configure_logging=False)
+deadline = time.monotonic() + 90  # first, both worker nodes joined
 while ray.cluster_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
     time.sleep(0.25)
-sys.exit(0 if ray.cluster_resources().get("CPU", 0) >= 2 else 1)
+print("RESULT " + json.dumps({"cpus": ray.cluster_resources().get("CPU", 0)}), flush=True)
+for line in sys.stdin:
+    args = json.loads(line)
+    delay = args.get("commit_delay", 0.0)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            summary = run_queue_on_ray(catalogue.open(args["cat"]), device="cpu", address=sys.argv[1],
+                                       reporter=Reporter(), max_waiting=args.get("max_waiting"))
+        reply = {"succeeded": len(summary.succeeded), "failed": len(summary.failed),
+                 "peak_in_memory": summary.peak_in_memory, "spilled": summary.spilled}
+    except BaseException:
+        reply = {"error": traceback.format_exc()}
+    print("RESULT " + json.dumps({**reply, "err": err.getvalue()}), flush=True)
+ray.shutdown()
 """
 
 # Writes a marker naming the node it runs on, sleeps, and returns an artifact of random bytes.
@@ -176,11 +187,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         while "Ray runtime started" not in (logs / f"{name}.log").read_text():
             assert time.monotonic() < deadline + 60 and nodes[name].poll() is None, (logs / f"{name}.log").read_text()
             time.sleep(0.2)
-    try:
-        ready = subprocess.run([sys.executable, "-c", WAIT_FOR_WORKERS, f"127.0.0.1:{gcs}"], env=env,
-                               capture_output=True, text=True, timeout=150)
-        assert ready.returncode == 0, "the worker nodes did not join: " + "".join(
-            (logs / f"{name}.log").read_text()[-1500:] for name in nodes)
+    try:  # the driver waits for the worker nodes to join
         yield Cluster(f"127.0.0.1:{gcs}", hidden, markers, {**env, "MODELSCI_LEASE_S": LEASE_S}, nodes)
     finally:
         for proc in nodes.values():  # `ray start --block` stops its node's processes when it ends
@@ -195,27 +202,70 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def drive(cluster: Cluster, cat: Catalogue, **options: object) -> subprocess.Popen:
-    """Start a driver process that runs ``cat``'s queue on the cluster."""
-    args = json.dumps({"cat": str(cat.root), "address": cluster.address, **options})
-    return subprocess.Popen([sys.executable, "-c", DRIVER, args], env=cluster.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+@dataclass
+class Driver:
+    process: subprocess.Popen
+    results: queue.Queue  # the RESULT lines it printed, read on a thread of their own
+    log: Path  # whatever else it printed
 
 
-def finished(driver: subprocess.Popen) -> tuple[dict, str]:
-    out, err = driver.communicate(timeout=300)
-    assert driver.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1]), err
+@pytest.fixture(scope="module")
+def driver(cluster: Cluster) -> Iterator[Driver]:
+    log = cluster.hidden.parent / "logs" / "driver.log"
+    with open(log, "w") as err:
+        process = subprocess.Popen([sys.executable, "-c", DRIVER, cluster.address], env=cluster.env, text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+    results: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:  # Ray prints here too: its lines are not answers
+            if line.startswith("RESULT "):
+                results.put(json.loads(line.removeprefix("RESULT ")))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        try:
+            ready = results.get(timeout=150)
+        except queue.Empty:
+            ready = {}
+        assert ready.get("cpus", 0) >= 2, "the worker nodes did not join: " + log.read_text()[-1500:] + "".join(
+            path.read_text()[-1500:] for path in sorted(log.parent.glob("w*.log")))
+        yield Driver(process, results, log)
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def submitted(cluster: Cluster, name: str, analyses: list[dict]) -> Catalogue:
-    """A catalogue with ``analyses`` queued on a model in the folder the worker nodes cannot see."""
+def drive(driver: Driver, cat: Catalogue, **options: object) -> None:
+    """Have the driver run ``cat``'s queue on the cluster (``finished`` waits for it)."""
+    driver.process.stdin.write(json.dumps({"cat": str(cat.root), **options}) + "\n")
+    driver.process.stdin.flush()
+
+
+def finished(driver: Driver) -> tuple[dict, str]:
+    try:
+        reply = driver.results.get(timeout=300)
+    except queue.Empty:
+        raise AssertionError("the driver did not answer: " + driver.log.read_text()[-3000:]) from None
+    assert "error" not in reply, reply["error"][-3000:] + reply["err"][-2000:]
+    return reply, reply.pop("err")
+
+
+def submitted(cluster: Cluster, name: str, analyses: list[dict], copy: str | None = None) -> Catalogue:
+    """A catalogue with ``analyses`` queued on a model in the folder the worker nodes cannot see
+    (and, with ``copy``, a copy of it under that name: the same queue for another executor)."""
     model = cluster.hidden / name / "lr"
     if not model.exists():
         breast_cancer_skops(model)
     manifest = write_manifest(cluster.hidden / name / "m.yaml", str(model), analyses=analyses)
     cat_dir = cluster.hidden.parent / "cats" / name
     modelsci("submit", str(manifest), catalogue_dir=cat_dir, env=cluster.env)
+    if copy is not None:
+        shutil.copytree(cat_dir, cat_dir.parent / copy)
     return catalogue.open(cat_dir)
 
 
@@ -223,13 +273,16 @@ def finding_ids(cat: Catalogue) -> list[str]:
     return sorted(r["id"] for r in cat.sql("SELECT id FROM findings").to_pylist())
 
 
-def test_runs_on_worker_nodes_without_the_driver_files_land_the_local_findings(cluster: Cluster) -> None:
+def test_runs_on_worker_nodes_without_the_driver_files_land_the_local_findings(cluster: Cluster,
+                                                                              driver: Driver) -> None:
     analyses = [{"name": "evaluation.performance", "params": {"n_bootstrap": 100}},
                 {"name": "attribution.kernel_shap", "params": {"examples": 1, "budget": 64}, "seeds": [0, 1]},
                 {"name": "testing.blob", "params": {"markers": str(cluster.markers), "artifact_bytes": 1000},
                  "seeds": [0, 1, 2, 3]}]
-    on_ray, local = submitted(cluster, "ray", analyses), submitted(cluster, "local", analyses)
-    summary, _ = finished(drive(cluster, on_ray))
+    on_ray = submitted(cluster, "ray", analyses, copy="local")
+    local = catalogue.open(on_ray.root.parent / "local")
+    drive(driver, on_ray)
+    summary, _ = finished(driver)
     assert (summary["succeeded"], summary["failed"]) == (7, 0)
     # the runs executed on the worker nodes, though neither sees the model's folder
     nodes = [marker.name.split("-")[1] for marker in cluster.markers.iterdir()]
@@ -242,30 +295,35 @@ def test_runs_on_worker_nodes_without_the_driver_files_land_the_local_findings(c
     assert len(finding_ids(on_ray)) > 10 and finding_ids(on_ray) == finding_ids(local)
 
 
-def test_a_bounded_number_of_bundles_waits_in_memory_while_a_slow_committer_lands_them(cluster: Cluster) -> None:
-    runs = 150
-    cat = submitted(cluster, "bound", [{"name": "testing.blob", "params": {"artifact_bytes": 1_000_000},
+def test_a_bounded_number_of_bundles_waits_in_memory_while_a_slow_committer_lands_them(cluster: Cluster,
+                                                                                        driver: Driver) -> None:
+    # 120 MB in all, more than a node's object store holds (100 MB); the committer is slower than two workers
+    runs, size = 40, 3_000_000
+    cat = submitted(cluster, "bound", [{"name": "testing.blob", "params": {"artifact_bytes": size},
                                         "seeds": list(range(runs))}])
-    summary, _ = finished(drive(cluster, cat, max_waiting=3, commit_delay=0.1))
+    drive(driver, cat, max_waiting=3, commit_delay=0.2)
+    summary, _ = finished(driver)
     assert (summary["succeeded"], summary["failed"]) == (runs, 0)
     # the bound held, and was needed: bundles waited in the spool rather than in memory
     assert 1 <= summary["peak_in_memory"] <= 3 and summary["spilled"] > 0, summary
     assert cat.sql("SELECT count(*) AS n, count(DISTINCT id) AS d FROM runs").to_pylist() == [{"n": runs, "d": runs}]
     artifacts = cat.sql("SELECT count(*) AS n, min(bytes) AS small FROM artifacts").to_pylist()[0]
-    assert artifacts["n"] == runs and artifacts["small"] > 1_000_000
+    assert artifacts["n"] == runs and artifacts["small"] > size
     assert not list((cat.root / "spool").glob("*.bundle"))
     assert check(cat).ok
 
 
-def test_a_killed_worker_node_gives_its_run_back_and_it_lands_once_from_the_other(cluster: Cluster) -> None:
+def test_a_killed_worker_node_gives_its_run_back_and_it_lands_once_from_the_other(cluster: Cluster,
+                                                                                  driver: Driver) -> None:
     for marker in cluster.markers.iterdir():
         marker.unlink()
     cat = submitted(cluster, "kill", [{"name": "testing.blob", "params": {"markers": str(cluster.markers),
-                                                                          "sleep_s": 4.0}, "seeds": [0, 1]}])
-    driver = drive(cluster, cat)
+                                                                          "sleep_s": 2.0}, "seeds": [0, 1]}])
+    drive(driver, cat)
     deadline = time.monotonic() + 120
     while not (started := sorted(cluster.markers.iterdir())):
-        assert time.monotonic() < deadline and driver.poll() is None, "no run started"
+        assert time.monotonic() < deadline and driver.process.poll() is None and driver.results.empty(), \
+            "no run started"
         time.sleep(0.1)
     seed, node, _ = started[0].name.split("-")
     raylets = subprocess.run(["pgrep", "-P", str(cluster.nodes[node].pid), "raylet"], capture_output=True,

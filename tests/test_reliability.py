@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from modelsci import catalogue
 from modelsci.catalogue.integrity import check
+from modelsci.executors import run_queue
 from modelsci.ingest.architectures import MLP, save_torch_model
 from modelsci.planner import submit
 from modelsci.schemas.errors import ModelsciError
@@ -39,8 +40,8 @@ def test_sigkill_of_modelsci_run_at_random_points_loses_nothing(tmp_path: Path) 
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")), analyses=[
         {"name": "evaluation.performance", "params": {"n_bootstrap": 300 + i}} for i in range(12)])
     cat_dir = tmp_path / "cat"
-    modelsci("submit", str(manifest), catalogue_dir=cat_dir)
     cat = catalogue.open(cat_dir, create=True)
+    submit(cat, manifest.read_text(), base_dir=tmp_path)  # queued here: the command under test is `run`
     rng = random.Random(7)
     seen: set[str] = set()
     interrupted = 0
@@ -232,8 +233,9 @@ def test_fuzzed_manifests_are_accepted_or_refused_clearly(tmp_path: Path) -> Non
 def test_an_artifact_changed_on_disk_is_named_by_check(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")),
                               analyses=[{"name": "evaluation.performance", "params": {"n_bootstrap": 100}}])
-    modelsci("submit", str(manifest), "--run", catalogue_dir=tmp_path / "cat")
     cat = catalogue.open(tmp_path / "cat", create=True)
+    submit(cat, manifest.read_text(), base_dir=tmp_path)  # and run here: the command under test is `check`
+    assert not run_queue(cat, device="cpu").failed
     path = cat.sql("SELECT path FROM artifacts LIMIT 1").to_pylist()[0]["path"]
     data = bytearray((cat.root / path).read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -73,12 +74,20 @@ def db_hash(cat_dir: Path) -> bytes:
     return (cat_dir / "catalogue.duckdb").read_bytes()
 
 
-def test_evaluation_performance_equals_sklearn_accuracy_on_the_same_split(tmp_path: Path) -> None:
-    model_dir = breast_cancer_skops(tmp_path / "lr")
-    manifest = write_manifest(tmp_path / "m.yaml", str(model_dir))
-    cat_dir = tmp_path / "cat"
-    out = modelsci("submit", str(manifest), "--run", catalogue_dir=cat_dir)
-    assert "1 run(s) succeeded, 0 failed" in out.stdout
+@pytest.fixture(scope="module")
+def submitted_and_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
+    """The default manifest on the breast cancer model, submitted and run once for the module: the model's
+    folder, the manifest, the catalogue (tests that change it work on a copy) and what `submit --run` printed."""
+    tmp = tmp_path_factory.mktemp("submitted")
+    model_dir = breast_cancer_skops(tmp / "lr")
+    manifest = write_manifest(tmp / "m.yaml", str(model_dir))
+    out = modelsci("submit", str(manifest), "--run", catalogue_dir=tmp / "cat").stdout
+    return model_dir, manifest, tmp / "cat", out
+
+
+def test_evaluation_performance_equals_sklearn_accuracy_on_the_same_split(submitted_and_run) -> None:
+    model_dir, _, cat_dir, out = submitted_and_run
+    assert "1 run(s) succeeded, 0 failed" in out
 
     frame = load_breast_cancer(as_frame=True).frame
     _, test = train_test_split(frame, test_size=0.25, random_state=0, stratify=frame["target"])
@@ -102,10 +111,9 @@ def test_evaluation_performance_equals_sklearn_accuracy_on_the_same_split(tmp_pa
     assert check(cat).ok
 
 
-def test_resubmitting_plans_nothing_and_rerun_makes_new_versions(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path / "m.yaml", str(breast_cancer_skops(tmp_path / "lr")))
-    cat_dir = tmp_path / "cat"
-    modelsci("submit", str(manifest), "--run", catalogue_dir=cat_dir)
+def test_resubmitting_plans_nothing_and_rerun_makes_new_versions(submitted_and_run, tmp_path: Path) -> None:
+    _, manifest, submitted, _ = submitted_and_run
+    cat_dir = Path(shutil.copytree(submitted, tmp_path / "cat"))  # as `submit --run` left it
     again = modelsci("submit", str(manifest), catalogue_dir=cat_dir)
     assert "queued  sha256" not in again.stdout and "1 run(s) already planned" in again.stdout
     modelsci("submit", str(manifest), "--rerun", "--run", catalogue_dir=cat_dir)

@@ -1,4 +1,4 @@
-"""Statistics shared by analyses: seeded bootstrap intervals, and Wilson intervals of proportions.
+"""Statistics shared by analyses: seeded bootstrap intervals, Wilson intervals of proportions, and ROC AUC.
 
 A percentile bootstrap cannot leave the boundary: a proportion of 45 out of 45 resamples to 1.0
 every time and gets the interval [1, 1]. Proportions (accuracy, rates, shares of points) take
@@ -10,9 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import norm, rankdata
 
-__all__ = ["bootstrap_ci", "wilson_interval"]
+__all__ = ["auroc", "bootstrap_ci", "wilson_interval"]
+
+
+def auroc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for the boolean labels ``positive``, by ranks (ties averaged): sklearn's
+    ``roc_auc_score``, in a fraction of its time, which matters inside a bootstrap. NaN on one class."""
+    positive = np.asarray(positive, dtype=bool)
+    n1 = int(positive.sum())
+    n0 = len(positive) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, rng: np.random.Generator,

@@ -216,8 +216,13 @@ def _load_diffusers(handle: ModelHandle, device: str) -> LoadedModel:
     import diffusers
 
     if (handle.path / "model_index.json").exists():
+        # Components saved as null (a Stable Diffusion layout without a VAE samples in pixel space;
+        # no safety checker) are passed as None, which diffusers accepts only when told.
+        index = read_json(handle.path / "model_index.json")
+        absent = {name: None for name, entry in index.items()
+                  if not name.startswith("_") and isinstance(entry, list) and entry[-1:] == [None]}
         model = diffusers.DiffusionPipeline.from_pretrained(
-            handle.path, use_safetensors=True, trust_remote_code=False, local_files_only=True)
+            handle.path, use_safetensors=True, trust_remote_code=False, local_files_only=True, **absent)
         return LoadedModel(handle, device, model.to(device))
     name = read_json(handle.path / "config.json").get("_class_name")
     cls = getattr(diffusers, str(name), None)

@@ -29,6 +29,7 @@ import yaml
 
 from modelsci.ingest.architectures import ARCHITECTURES, CONFIG_NAME, input_size, parameter_shapes, shape_mismatch
 from modelsci.ingest.hub import is_hub, snapshot
+from modelsci.ingest.pipelines import CONDITIONAL_TASK, UNCONDITIONAL_TASK, pipeline_layout
 from modelsci.schemas.entities import ModelInstance, source_name
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.identity import (
@@ -56,7 +57,7 @@ SKLEARN_TRUSTED = frozenset({
 _MODALITY = {
     "text-classification": "text", "sentence-similarity": "text", "feature-extraction": "text",
     "image-classification": "image", "tabular-classification": "tabular",
-    "tabular-regression": "tabular", "unconditional-image-generation": "generative",
+    "tabular-regression": "tabular", "unconditional-image-generation": "generative", "text-to-image": "generative",
     "text-generation": "text",
     "zero-shot-image-classification": "vision-language",
 }
@@ -172,6 +173,10 @@ def resolve_model(spec: ModelSpec, *, location: Path | None = None) -> ModelHand
         trusted_skops_types(skops_file(path))
     elif framework == "torch":
         check_architecture(path)
+    elif framework == "diffusers" and spec.task in (UNCONDITIONAL_TASK, CONDITIONAL_TASK):
+        pipeline_layout(path, spec.task)
+    if spec.task == CONDITIONAL_TASK and framework != "diffusers":
+        raise ModelError(f"{path}: {CONDITIONAL_TASK} needs a diffusers pipeline, not a {framework} model")
     if spec.task == VL_TASK:
         if framework != "transformers":
             raise ModelError(f"{path}: {VL_TASK} needs a transformers CLIP or SigLIP folder, not a {framework} model")

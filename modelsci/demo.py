@@ -19,6 +19,7 @@ from modelsci.catalogue.transfer import export
 from modelsci.demo_clip import train_demo_clip
 from modelsci.demo_lm import train_demo_lm
 from modelsci.demo_models import offline_hub_cache, train_demo_models
+from modelsci.demo_shapes import train_demo_shapes
 from modelsci.executors import run_queue
 from modelsci.planner import read_manifest, submit
 from modelsci.progress import ProgressReporter
@@ -47,6 +48,7 @@ def run_demo(cat: Catalogue, console: Console, *, large: bool = False, executor:
         trained = train_demo_models(demo_dir / "models", large=large)
         trained += train_demo_lm(demo_dir / "models")
         trained += train_demo_clip(demo_dir / "models", demo_dir / "digits_captions.parquet")
+        trained += train_demo_shapes(demo_dir / "models", large=large)
         offline_hub_cache(demo_dir / "models" / "hf-cache")
     if trained:
         console.print(f"trained {', '.join(trained)}", highlight=False)

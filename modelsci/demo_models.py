@@ -18,16 +18,18 @@ __all__ = ["LARGE_TRAINERS", "MINILM_REPO", "MINILM_REVISION", "TRAINERS", "offl
 
 
 def train_demo_models(folder: Path, *, large: bool = False) -> list[str]:
-    """Train each demo model that is not in ``folder`` yet (deterministic, seconds on a CPU)."""
+    """Place each demo model that is not in ``folder`` yet: its shipped weights, else trained here
+    (deterministic, seconds on a CPU). Returns the names of those trained."""
     names = [*TRAINERS, *LARGE_TRAINERS] if large else list(TRAINERS)
-    return [name for name in names if _place(folder, name, {**TRAINERS, **LARGE_TRAINERS}[name])]
+    trainers = {**TRAINERS, **LARGE_TRAINERS}
+    return [trained for name in names for trained in shipped_or_trained(folder, name, trainers[name])]
 
 
 def shipped_or_trained(folder: Path, name: str, train: Callable[[Path], object]) -> list[str]:
     """Put demo model ``name`` in ``folder/name`` unless it is there: the weights shipped in the
     demo inputs, else trained by ``train``. Returns ``[name]`` when it was trained."""
     shipped = demo_inputs() / name
-    if (shipped / "model.safetensors").is_file():
+    if (shipped / "model.safetensors").is_file() or (shipped / "model_index.json").is_file():  # a model, a pipeline
         _place(folder, name, lambda partial: shutil.copytree(shipped, partial))
         return []
     return [name] if _place(folder, name, train) else []
@@ -130,7 +132,10 @@ def _mlp(folder: Path) -> None:
 
 
 def _toy_denoiser(folder: Path) -> None:
-    """A noise predictor on three 1D Gaussians (means 1, 2, 3; std 0.05), T = 1000, β 0.001 to 0.2."""
+    """A noise predictor on three 1D Gaussians (means 1, 2, 3; std 0.05), T = 1000, β 0.001 to 0.2.
+
+    Shipped in ``examples/demo/toy_mixture_1d`` (training takes about 40 s of a CPU core); this
+    regenerates it: ``python -m modelsci.demo_models toy_mixture_1d examples/demo``."""
     from modelsci.analyses.hallucination.toy import train_denoiser
 
     train_denoiser([[1.0], [2.0], [3.0]], 0.05, timesteps=1000, beta_start=0.001, beta_end=0.2,
@@ -143,13 +148,6 @@ def _grid_denoiser(folder: Path) -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     train_denoiser(grid_modes(5), 0.05, steps=20000, hidden=256, seed=0, folder=folder, device=device)
-
-
-def _shapes_unet(folder: Path) -> None:
-    """The larger setting: a UNet on 64x64 one-shape images (hours on a CPU; over 7 minutes on an H100)."""
-    from modelsci.analyses.hallucination.shapes import train_shapes_unet
-
-    train_shapes_unet(folder, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _cnn(folder: Path) -> None:
@@ -177,5 +175,11 @@ TRAINERS: dict[str, Callable[[Path], None]] = {
     "digits_cnn": _cnn, "toy_mixture_1d": _toy_denoiser,
 }
 """Each demo model's trainer, by the folder name it is trained into."""
-LARGE_TRAINERS: dict[str, Callable[[Path], None]] = {"toy_grid_2d": _grid_denoiser, "shapes_unet_64": _shapes_unet}
-"""The settings meant for GPU machines (``modelsci demo --large``)."""
+LARGE_TRAINERS: dict[str, Callable[[Path], None]] = {"toy_grid_2d": _grid_denoiser}
+"""The settings meant for GPU machines (``modelsci demo --large``); the shapes pipelines' are in ``demo_shapes``."""
+
+
+if __name__ == "__main__":  # regenerate shipped weights: python -m modelsci.demo_models NAME FOLDER
+    import sys
+
+    _place(Path(sys.argv[2]), sys.argv[1], {**TRAINERS, **LARGE_TRAINERS}[sys.argv[1]])

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bars", "calibration", "curves", "heatmap", "histogram", "matrix", "token_highlight"]
+__all__ = ["bars", "calibration", "curves", "heatmap", "histogram", "interval_curve", "matrix", "token_highlight"]
 
 
 def _figure(width: float = 6.0, height: float = 3.2):  # noqa: ANN202 - matplotlib objects
@@ -178,3 +178,24 @@ def token_highlight(tokens: list[str], values: list[float]) -> str:
         spans.append(f'<span class="token" style="background: rgba({rgb},{alpha:.2f})" '
                      f'title="{value:+.4g}">{html.escape(token)}</span>')
     return '<p class="tokens">' + " ".join(spans) + "</p>"
+
+
+def interval_curve(xs: list[float], ys: list[float], lows: list[float], highs: list[float], title: str = "",
+                   xlabel: str = "", ylabel: str = "", marked: float | None = None) -> str | None:
+    """One value against a setting (a rate against the guidance scale), its 95% interval as a band;
+    ``marked`` draws a dashed line at one setting (the run's own)."""
+    if not xs:
+        return None
+    order = np.argsort(xs)
+    x, y = np.asarray(xs, float)[order], np.asarray(ys, float)[order]
+    fig, ax = _figure(4.5, 3.0)
+    ax.fill_between(x, np.asarray(lows, float)[order], np.asarray(highs, float)[order], color="#3f6fb5", alpha=0.2,
+                    label="95% CI")
+    ax.plot(x, y, marker="o", color="#3f6fb5")
+    if marked is not None:
+        ax.axvline(marked, color="#b5473f", linestyle="--", label="the run's own")
+    ax.legend()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return _svg(fig)

@@ -534,6 +534,7 @@ def _model_plots(site: Site, model: dict, findings: list[dict]) -> list[dict[str
             shown.append({"family": family, "analysis": analysis, "html": svg,
                           "title": "Feature importance: the mean |attribution| of each feature over the examples"
                                    + (f", averaged over {seeds} seeds" if seeds > 1 else "") + " (the 15 largest)."})
+        shown.extend(_comparison_plots(family, analysis, items, first_seed))
         for f in items:
             if f["kind"] in ("attribution", "interactions", "meta_attribution") and f["subject"] != "example:0":
                 continue  # one example per analysis on the model page; the rest on finding pages
@@ -547,6 +548,28 @@ def _model_plots(site: Site, model: dict, findings: list[dict]) -> list[dict[str
                                   "title": f"The {artifact['name']} table of the {f['kind']} finding{about}"
                                            f" (seed {f['seed']})."})
     return [p for p in shown if p["html"]]
+
+
+def _comparison_plots(family: str, analysis: str, items: list[dict],
+                      first_seed: dict[tuple[str, str], int]) -> list[dict[str, str]]:
+    """The first seed's filter AUROCs and mitigated rates, each with its interval, as bars (the comparison's)."""
+    shown = []
+    for kind, title, xlabel, caption in (
+            ("filter_auroc", "AUROC of each filter", "AUROC",
+             "How well each filter separates hallucinated from in-support samples: AUROC with its bootstrap 95% CI"),
+            ("mitigated_rate", "hallucination rate after each method", "hallucination rate",
+             "The true hallucination rate without mitigation, after the quench and after its baselines at the same "
+             "sampling compute, with Wilson 95% intervals")):
+        chosen = sorted((f for f in items if f["kind"] == kind and f["value"] is not None
+                         and f["seed"] == first_seed[(f["kind"], f["subject"])]), key=lambda f: f["subject"])
+        if len(chosen) < 2 or not any(f["kind"] == "auroc_difference" for f in items):
+            continue  # one analysis' own kinds: the filter analyses plot their scores instead
+        svg = plots.bars([f["subject"] for f in chosen], [f["value"] for f in chosen],
+                         [(f["ci_low"], f["ci_high"]) if f["ci_low"] is not None else None for f in chosen],
+                         title=f"{analysis}: {title}", xlabel=xlabel)
+        shown.append({"family": family, "analysis": analysis, "html": svg,
+                      "title": f"{caption} (seed {chosen[0]['seed']})."})
+    return shown
 
 
 def _artifact_plot(site: Site, artifact: dict, model: dict | None) -> str | None:
@@ -645,6 +668,13 @@ def _plot_for(site: Site, artifact: dict, model: dict | None) -> str | None:
             values[r["i"], r["j"]] = r["value"]
             labels[r["i"]] = r["name_i"]
         return plots.matrix(labels, values, title="meta-attributions (row i, column j)", colorbar="meta-attribution")
+    if name == "series" and {"guidance_scale", "rate", "ci_low", "ci_high"} <= set(rows[0]):
+        own = (site.findings.get(artifact["finding_id"], {}).get("metrics") or {}).get("guidance_scale")
+        return plots.interval_curve([float(r["guidance_scale"]) for r in rows], [float(r["rate"]) for r in rows],
+                                    [float(r["ci_low"]) for r in rows], [float(r["ci_high"]) for r in rows],
+                                    title="hallucination rate by guidance scale (same noise)",
+                                    xlabel="guidance scale", ylabel="hallucination rate",
+                                    marked=float(own) if isinstance(own, (int, float)) else None)
     if name == "scores":
         finding = site.findings.get(artifact["finding_id"], {})
         threshold = (finding.get("metrics") or {}).get("threshold")

@@ -40,12 +40,14 @@ TASKS = (
     "tabular-classification", "tabular-regression", "unconditional-image-generation",
     "text-generation",
     "zero-shot-image-classification",  # vision-language dual encoders: zero-shot classes and image-text pairs
+    "text-to-image",  # conditional diffusion pipelines: prompts, or class labels
 )
 Task = Literal[
     "text-classification", "sentence-similarity", "feature-extraction", "image-classification",
     "tabular-classification", "tabular-regression", "unconditional-image-generation",
     "text-generation",
     "zero-shot-image-classification",
+    "text-to-image",
 ]
 ROLES = ("features", "label", "text", "text_pair", "image",
          "prompt", "target", "messages",  # these three: text-generation

@@ -32,23 +32,25 @@ def _sigma(model: DiffusionModel, t: int) -> tuple[float, float]:
     return float(np.sqrt(abar)), float(np.sqrt(1.0 - abar))
 
 
-def lid_dsm(model: DiffusionModel, x: torch.Tensor, t: int, draws: int, generator: torch.Generator) -> np.ndarray:
-    """Per sample: mean over ``draws`` of ||ε - ε̂(x_t, t)||² (summed over dimensions)."""
+def lid_dsm(model: DiffusionModel, x: torch.Tensor, t: int, draws: int, generator: torch.Generator,
+            rows: np.ndarray | None = None) -> np.ndarray:
+    """Per sample: mean over ``draws`` of ||ε - ε̂(x_t, t)||² (summed over dimensions); ``rows``: the samples' indices."""
     alpha, sigma = _sigma(model, t)
     x = x.to(torch.float64)
     total = torch.zeros(x.shape[0], dtype=torch.float64)
     for _ in range(draws):
         eps = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-        pred = model.eps(alpha * x.to(model.device) + sigma * eps.to(model.device), t).cpu()
+        pred = model.eps(alpha * x.to(model.device) + sigma * eps.to(model.device), t, rows).cpu()
         total += (eps - pred).reshape(x.shape[0], -1).pow(2).sum(1)
     return (total / draws).numpy()
 
 
-def lid_flipd(model: DiffusionModel, x: torch.Tensor, t: int, probes: int, generator: torch.Generator) -> np.ndarray:
+def lid_flipd(model: DiffusionModel, x: torch.Tensor, t: int, probes: int, generator: torch.Generator,
+              rows: np.ndarray | None = None) -> np.ndarray:
     """Per sample: D - σ tr(∂ε̂/∂x) + ||ε̂||² at the sample, the trace by Hutchinson."""
     _, sigma = _sigma(model, t)
     x = x.to(torch.float64).to(model.device).requires_grad_(True)
-    eps = model.eps_grad(x, t)
+    eps = model.eps_grad(x, t, rows)
     dims = int(np.prod(x.shape[1:]))
     trace = torch.zeros(x.shape[0], dtype=torch.float64, device=model.device)
     for _ in range(probes):
@@ -67,12 +69,15 @@ class LidParams(FilterParams):
     estimator: Literal["dsm", "flipd"] = Field(default="dsm", description="Which estimator's score is filtered (both are reported).")
 
 
-def lid_scores(model: DiffusionModel, samples: np.ndarray, params: LidParams, seed: int) -> dict[str, np.ndarray]:
+def lid_scores(model: DiffusionModel, samples: np.ndarray, params: LidParams, seed: int,
+               rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Both estimators at each sample; ``rows``: the samples' indices (their conditions), default 0..n-1."""
     generator = torch.Generator().manual_seed(seed + 1)
     x = torch.as_tensor(samples, dtype=torch.float64)
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
     out = {"dsm": [], "flipd": []}
     for start in range(0, len(x), params.batch_size):
-        batch = x[start:start + params.batch_size]
-        out["dsm"].append(lid_dsm(model, batch, params.t_star, params.draws, generator))
-        out["flipd"].append(lid_flipd(model, batch, params.t_star, params.probes, generator))
+        batch, at = x[start:start + params.batch_size], rows[start:start + params.batch_size]
+        out["dsm"].append(lid_dsm(model, batch, params.t_star, params.draws, generator, at))
+        out["flipd"].append(lid_flipd(model, batch, params.t_star, params.probes, generator, at))
     return {k: np.concatenate(v) for k, v in out.items()}

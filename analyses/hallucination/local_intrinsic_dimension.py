@@ -35,10 +35,11 @@ class LocalIntrinsicDimension(AnalysisPlugin):
 
     def run(self, ctx: RunContext) -> None:
         params: LidParams = ctx.params  # type: ignore[assignment]
-        model = diffusion_model(ctx.model)
+        model = diffusion_model(ctx.model, params, ctx.dataset)
         samples, _ = draw_samples(ctx, model, params, 1)
         scores = lid_scores(model, samples, params, ctx.seed)
-        truth = report_truth(ctx, samples, model)
+        images = model.decode(samples)
+        truth = report_truth(ctx, images, model)
         for estimator, values in scores.items():
-            report_scores(ctx, f"lid_{estimator}", values, samples, truth, params,
-                          {"t_star": params.t_star, "estimator": estimator, "mean_lid": float(values.mean())})
+            report_scores(ctx, f"lid_{estimator}", values, images, truth, params,
+                          {"t_star": params.t_star, "estimator": estimator, "mean_lid": float(values.mean())}, model)

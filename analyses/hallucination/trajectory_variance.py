@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
 from modelsci.analyses.base import AnalysisPlugin, RunContext
@@ -17,7 +18,7 @@ from modelsci.analyses.hallucination.filters import (
 )
 from modelsci.schemas.entities import Pillar
 
-__all__ = ["TrajectoryParams", "TrajectoryVariance"]
+__all__ = ["TrajectoryParams", "TrajectoryVariance", "trajectory_scores"]
 
 
 class TrajectoryParams(FilterParams):
@@ -41,8 +42,15 @@ class TrajectoryVariance(AnalysisPlugin):
 
     def run(self, ctx: RunContext) -> None:
         params: TrajectoryParams = ctx.params  # type: ignore[assignment]
-        model = diffusion_model(ctx.model)
+        model = diffusion_model(ctx.model, params, ctx.dataset)
         samples, history = draw_samples(ctx, model, params, params.last_steps)
-        scores = history.reshape(len(history), params.last_steps, -1).var(axis=1).mean(axis=1)
-        truth = report_truth(ctx, samples, model)
-        report_scores(ctx, "trajectory_variance", scores, samples, truth, params, {"last_steps": params.last_steps})
+        scores = trajectory_scores(history)
+        images = model.decode(samples)
+        truth = report_truth(ctx, images, model)
+        report_scores(ctx, "trajectory_variance", scores, images, truth, params, {"last_steps": params.last_steps},
+                      model)
+
+
+def trajectory_scores(history: np.ndarray) -> np.ndarray:
+    """Per sample: the variance of x̂₀ over its last K steps (history (n, K, ...)), averaged over dimensions."""
+    return history.reshape(len(history), history.shape[1], -1).var(axis=1).mean(axis=1)

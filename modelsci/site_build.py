@@ -498,8 +498,9 @@ def _summary_card(site: Site, model: dict, failed: list[dict]) -> dict[str, list
         features.extend(sorted(importance, key=lambda s: -s["mean"])[:3])
     if not features:  # an attribution that writes the top feature alone
         features = [s for s in rows if s["kind"] == "most_important_feature"]
+    # Whole-model findings, and whether a manifold filter matches or exceeds the temporal one.
     headlines = [s for s in rows if family.get(s["analysis_name"]) in ("multiplicity", "hallucination")
-                 and s["subject"] == ""]
+                 and (s["subject"] == "" or s["kind"] == "auroc_difference")]
     # The strongest interaction of each interaction analysis: its players' names are in the first seed's metrics.
     interactions = []
     for s in sorted((s for s in rows if s["kind"] == "strongest_interaction" and s["mean"] is not None),

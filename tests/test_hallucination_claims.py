@@ -179,6 +179,12 @@ def test_the_model_page_plots_aurocs_and_mitigated_rates_with_their_intervals(
     assert all(f">{name}</text>" in aurocs for name in ("lid_dsm", "lid_flipd", "trajectory_variance")), titles
     assert all(f">{name}</text>" in rates for name in ("none", "quench", "reject_resample"))
     assert aurocs.count('class="whisker"') == 3 and rates.count('class="whisker"') == 3
+    # at a glance: whether each manifold filter matches or exceeds the temporal one
+    from modelsci.site_build import _summary_card
+
+    glance = {(s["kind"], s["subject"]) for s in _summary_card(site, model, [])["headlines"]}
+    assert {("auroc_difference", "lid_dsm - trajectory_variance"),
+            ("auroc_difference", "lid_flipd - trajectory_variance"), ("hallucination_rate", "")} <= glance
 
 
 SHAPES = Path(__file__).parent.parent / "examples" / "demo" / "shapes_text_16"

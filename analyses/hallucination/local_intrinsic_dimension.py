@@ -20,7 +20,7 @@ __all__ = ["LocalIntrinsicDimension"]
 
 class LocalIntrinsicDimension(AnalysisPlugin):
     name = "hallucination.lid"
-    version = "2"  # 2: hallucination_rate is the true rate; the filters' shares are flagged_rate
+    version = "3"  # 3: the scheduler's clip_sample and spacing honoured; 2: the true rate
     family = "hallucination"
     pillar = Pillar.verify
     description = ("Estimates the local intrinsic dimension of the model-induced manifold at each sample, by "

@@ -27,7 +27,7 @@ class TrajectoryParams(FilterParams):
 
 class TrajectoryVariance(AnalysisPlugin):
     name = "hallucination.trajectory_variance"
-    version = "2"  # 2: hallucination_rate is the true rate; the filter's share is flagged_rate
+    version = "3"  # 3: the scheduler's clip_sample and spacing honoured; 2: the true rate
     family = "hallucination"
     pillar = Pillar.verify
     description = ("Scores each generated sample by the variance of its predicted clean sample x̂₀ over the "

@@ -28,7 +28,7 @@ from typing import Any
 from modelsci.schemas.errors import ModelsciError
 from modelsci.schemas.untrusted_files import limit, read_text
 
-__all__ = ["CONDITIONAL_TASK", "PIPELINES", "PREDICTION_TYPES", "SCHEDULERS", "UNCONDITIONAL_TASK",
+__all__ = ["COMPONENTS", "CONDITIONAL_TASK", "PIPELINES", "PREDICTION_TYPES", "SCHEDULERS", "UNCONDITIONAL_TASK",
            "VARIANCE_TYPES", "PipelineError", "PipelineLayout", "pipeline_layout"]
 
 UNCONDITIONAL_TASK = "unconditional-image-generation"
@@ -45,6 +45,17 @@ PIPELINES: dict[str, tuple[str, str]] = {
     "DDIMPipeline": ("none", "unet"),
     "DiTPipeline": ("class", "transformer"),
     "StableDiffusionPipeline": ("text", "unet"),
+}
+
+
+_UNET, _VAE = ("UNet2DModel",), ("AutoencoderKL",)
+_TEXT = {"unet": ("UNet2DConditionModel",), "text_encoder": ("CLIPTextModel", "CLIPTextModelWithProjection"),
+         "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"), "vae": _VAE}
+COMPONENTS: dict[str, dict[str, tuple[str, ...]]] = {
+    # pipeline class -> component -> the classes modelsci knows how to call there
+    "DDPMPipeline": {"unet": _UNET}, "DDIMPipeline": {"unet": _UNET},
+    "DiTPipeline": {"transformer": ("DiTTransformer2DModel",), "vae": _VAE},
+    "StableDiffusionPipeline": _TEXT,
 }
 
 
@@ -76,7 +87,9 @@ def _json(path: Path) -> dict[str, Any]:
         data = json.loads(read_text(path, limit("json"), what="pipeline config"))
     except ValueError as exc:
         raise PipelineError(f"{path}: not valid JSON: {exc}") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: not a JSON object")
+    return data
 
 
 def _named(entry: Any) -> bool:
@@ -86,14 +99,20 @@ def _named(entry: Any) -> bool:
 
 def pipeline_layout(path: Path, task: str) -> PipelineLayout:
     """The layout of the diffusers folder ``path``, refusing what modelsci cannot sample for ``task``."""
-    index = _json(path / "model_index.json")
-    if index:
-        name = str(index.get("_class_name"))
+    if (path / "model_index.json").exists() or (path / "model_index.json").is_symlink():
+        index = _json(path / "model_index.json")
+        name = index.get("_class_name")
         if name not in PIPELINES:
-            raise PipelineError(f"{path}: a {name}; modelsci samples the pipelines {', '.join(PIPELINES)}")
+            raise PipelineError(f"{path}: model_index.json names the pipeline {name!r}; modelsci samples "
+                                f"{', '.join(PIPELINES)}")
         conditioning, denoiser = PIPELINES[name]
         if not _named(index.get(denoiser)):
             raise PipelineError(f"{path}: model_index.json has no {denoiser}, which a {name} needs")
+        for component, allowed in COMPONENTS[name].items():
+            entry = index.get(component)
+            if _named(entry) and entry[1] not in allowed:
+                raise PipelineError(f"{path}: a {name}'s {component} is a {entry[1]}; modelsci reads "
+                                    f"{' or '.join(allowed)} there")
         scheduler_entry = index.get("scheduler")
         if not _named(scheduler_entry):
             raise PipelineError(f"{path}: model_index.json has no scheduler")
@@ -105,7 +124,10 @@ def pipeline_layout(path: Path, task: str) -> PipelineLayout:
         scheduler_config = _json(path / "scheduler" / "scheduler_config.json")
         scheduler = str(scheduler_config.get("_class_name") or scheduler_entry[1])
     else:  # a bare model folder
-        name, conditioning, denoiser, latent = str(_json(path / "config.json").get("_class_name")), "none", "unet", False
+        name, conditioning, denoiser, latent = _json(path / "config.json").get("_class_name"), "none", "unet", False
+        if name not in _UNET:
+            raise PipelineError(f"{path}: a bare {name!r} folder; modelsci samples a bare {_UNET[0]}, or a pipeline "
+                                "folder (model_index.json)")
         scheduler_config = _json(path / "scheduler" / "scheduler_config.json")
         scheduler = str(scheduler_config.get("_class_name") or "DDPMScheduler")
     check_scheduler(scheduler, scheduler_config, path)
@@ -135,9 +157,31 @@ def check_scheduler(name: str, config: dict[str, Any], path: Path) -> None:
                 if key == "variance_type" and value in ("learned", "learned_range") else ""
             raise PipelineError(f"{where} has {key} {value!r}{learned}, which modelsci does not sample with "
                                 f"(it honours {', '.join(allowed)})")
+    _check_numbers(config, where)
     if config.get("thresholding"):
         raise PipelineError(f"{where} uses dynamic thresholding, which modelsci does not sample with")
     if config.get("trained_betas") is not None:
         raise PipelineError(f"{where} gives its betas as a list (trained_betas), which modelsci does not read")
     if config.get("rescale_betas_zero_snr"):
         raise PipelineError(f"{where} rescales its betas to zero terminal SNR, which modelsci does not sample with")
+
+
+def _check_numbers(config: dict[str, Any], where: str) -> None:
+    """The schedule's numbers are of the right type and range (diffusers would fail on them at run time)."""
+    def number(key: str, default: float, low: float, high: float, integer: bool = False) -> float:
+        value = config.get(key, default)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            what = "a whole number" if integer else "a number"
+            raise PipelineError(f"{where} has {key} {value!r}: it must be {what} from {low:g} to {high:g}")
+        return value
+
+    T = number("num_train_timesteps", 1000, 1, 100_000, integer=True)
+    start = number("beta_start", 0.0001, 0, 1)
+    number("beta_end", 0.02, start, 1)
+    number("steps_offset", 0, 0, T - 1, integer=True)
+    if config.get("clip_sample", True):
+        number("clip_sample_range", 1.0, 1e-6, 1e6)
+    for key in ("clip_sample", "set_alpha_to_one", "thresholding", "rescale_betas_zero_snr"):
+        if key in config and not isinstance(config[key], bool):
+            raise PipelineError(f"{where} has {key} {config[key]!r}: it must be true or false")

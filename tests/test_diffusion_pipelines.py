@@ -74,9 +74,13 @@ def test_text_to_image_guidance_matches_the_stable_diffusion_pipeline(sd_folder:
     prompts = ["one square", "one disc"]
     model = _model(sd_folder, "text-to-image", prompts=prompts, guidance_scale=scale, num_inference_steps=6)
     latents = _noise((4, 4, 8, 8), 3)
+    calls = []  # what reaches the UNet itself: (rows,) per call
+    hook = model.eps_model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     ours = _denoise_from(model, latents)
-    # One forward per sample and step without guidance; two (conditional and unconditional) with it.
-    assert model.forwards == 4 * 6 * (2 if scale > 1 else 1)
+    hook.remove()
+    # One forward per step, of the 4 samples without guidance; of both branches at once with it.
+    assert calls == [4 * (2 if scale > 1 else 1)] * 6
+    assert model.forwards == sum(calls)
     pipeline = StableDiffusionPipeline.from_pretrained(sd_folder, safety_checker=None, feature_extractor=None)
     expected = _sd_prompts(pipeline, [prompts[i % 2] for i in range(4)], latents, scale)
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-4)
@@ -119,6 +123,10 @@ def _scheduler_config(folder: Path, **changes: object) -> None:
     ({"_class_name": "EulerDiscreteScheduler"}, "EulerDiscreteScheduler"),
     ({"thresholding": True}, "dynamic thresholding"),
     ({"prediction_type": "flow"}, "prediction_type 'flow'"),
+    ({"steps_offset": 5000}, "steps_offset 5000: it must be a whole number from 0 to 99"),
+    ({"beta_end": "x"}, "beta_end 'x'"),
+    ({"clip_sample": True, "clip_sample_range": "abc"}, "clip_sample_range 'abc'"),
+    ({"num_train_timesteps": 0}, "num_train_timesteps 0"),
 ])
 def test_a_scheduler_modelsci_cannot_honour_is_refused_at_submit(tmp_path: Path, change: dict, named: str) -> None:
     folder = make.unconditional(tmp_path / "pipe")
@@ -130,6 +138,43 @@ def test_a_scheduler_modelsci_cannot_honour_is_refused_at_submit(tmp_path: Path,
         submit(cat, manifest)
     assert raised.value.problems == [raised.value.problems[0]] and "model.source" in raised.value.problems[0]
     assert cat.sql("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 0}]
+
+
+@pytest.mark.parametrize("index, named", [
+    ({"unet": ["diffusers", "UNet2DConditionModel"]}, "a DDIMPipeline's unet is a UNet2DConditionModel"),
+    ({"_class_name": "FluxPipeline"}, "names the pipeline 'FluxPipeline'"),
+    ({"_class_name": None}, "names the pipeline None"),
+])
+def test_a_model_index_modelsci_cannot_sample_is_refused_at_submit(tmp_path: Path, index: dict, named: str) -> None:
+    folder = make.unconditional(tmp_path / "pipe")
+    path = folder / "model_index.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **index}))
+    manifest = {"submitter": "test <t@example.org>", "analyses": [{"name": "hallucination.lid"}],
+                "model": {"source": str(folder), "task": "unconditional-image-generation"}}
+    with pytest.raises(ManifestError, match=named):
+        submit(catalogue.open(tmp_path / "cat", create=True), json.dumps(manifest))
+
+
+def test_prompts_the_models_note_does_not_judge_are_refused_not_judged_by_another_rule(tmp_path: Path) -> None:
+    from modelsci.analyses.hallucination.filters import ground_truth_of
+
+    shapes = Path(__file__).parents[1] / "examples" / "demo" / "shapes_text_16"
+    model = _model(shapes, "text-to-image", prompts=["one square", "square"], num_inference_steps=2)
+    with pytest.raises(ValueError, match=r"judges the conditions \['one disc', 'one square'\], not \['square'\]"):
+        ground_truth_of(model, np.zeros((2, 1, 16, 16)))
+    with pytest.raises(ValueError, match="an empty prompt is not a condition"):
+        _model(shapes, "text-to-image", prompts=[" "])
+
+
+def test_a_bare_unet_is_sampled_with_the_scheduler_saved_beside_it(tmp_path: Path) -> None:
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    pipeline = DDIMPipeline.from_pretrained(make.unconditional(tmp_path / "pipe"))
+    pipeline.unet.save_pretrained(tmp_path / "bare")
+    DDIMScheduler(num_train_timesteps=100, prediction_type="v_prediction").save_pretrained(tmp_path / "bare" / "scheduler")
+    model = _model(tmp_path / "bare", "unconditional-image-generation", num_inference_steps=5)
+    assert (model.sampler, model.prediction_type, len(model.timesteps)) == ("ddim", "v_prediction", 5)
+    assert model.record["scheduler"] == "DDIMScheduler" and model.record["pipeline"] == "UNet2DModel"
 
 
 def test_a_conditional_pipeline_submitted_as_unconditional_is_refused(tmp_path: Path) -> None:

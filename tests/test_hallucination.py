@@ -172,6 +172,24 @@ def test_sampling_a_v_prediction_model_follows_the_diffusers_scheduler() -> None
     assert np.abs(history).max() > 0.1  # not a vacuous match
 
 
+@pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
+def test_strided_ddpm_sampling_follows_the_diffusers_scheduler_for_each_spacing(spacing: str) -> None:
+    """7 of 100 timesteps (7 does not divide 100): each step lands where DDPMScheduler's does."""
+    from types import SimpleNamespace
+
+    unet, scheduler = _tiny_ddpm("epsilon", timesteps=100)
+    scheduler.register_to_config(timestep_spacing=spacing)
+    model = diffusion_model(_as_loaded(unet, scheduler), SimpleNamespace(num_inference_steps=7))
+    samples, _ = sample(model, 2, torch.Generator().manual_seed(4), keep_last=2)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn((2, 1, 8, 8), generator=generator, dtype=torch.float64)
+    scheduler.set_timesteps(7)
+    assert [int(t) for t in scheduler.timesteps] == list(model.timesteps)
+    for t in scheduler.timesteps:
+        x = scheduler.step(unet(x, t).sample, t, x, generator=generator).prev_sample
+    np.testing.assert_allclose(samples, x.detach().numpy(), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("variance_type", ["learned", "learned_range", "unheard_of"])
 def test_a_learned_or_unknown_variance_is_refused_at_load(variance_type: str) -> None:
     unet, scheduler = _tiny_ddpm("epsilon", timesteps=10)

@@ -156,7 +156,10 @@ def test_the_quench_and_reject_resample_at_the_same_compute_on_the_toy(toy_compa
     assert resample["metrics"]["still_flagged"] == 0 or quench["metrics"]["forwards"] - resample["metrics"]["forwards"] < TOY_T
     assert resample["metrics"]["forwards_vs_quench"] == resample["metrics"]["forwards"] / quench["metrics"]["forwards"]
     flagged = _artifact(cat, _findings(cat, "flagged_rate")["trajectory_variance"]["id"], "scores")
-    assert resample["metrics"]["flagged"] == flagged["flagged"].sum() > 0
+    # flagged without the ground truth, as the quench's gate: above the gate_quantile of the draw's own scores
+    threshold = np.quantile(flagged["score"], 0.95)
+    assert resample["metrics"]["threshold"] == threshold
+    assert resample["metrics"]["flagged"] == (flagged["score"] > threshold).sum() > 0
     for finding in rates.values():
         k = finding["metrics"]["hallucinated"]
         assert finding["value"] == k / TOY_N

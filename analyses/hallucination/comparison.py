@@ -15,11 +15,14 @@ two per sample and step):
   sampled again with the correction;
 - ``reject_resample``: the draw, then the samples trajectory variance flags drawn again with
   fresh noise (their own conditions), those still flagged again, until the quench's forwards are
-  spent (never beyond: a round draws only as many samples as the budget left pays for);
+  spent (never beyond: a round draws only as many samples as the budget left pays for). Its
+  threshold is the ``gate_quantile`` of the draw's scores, set without the ground truth as the
+  quench's gate is;
 - ``lower_guidance`` (conditional pipelines): the draw's noise sampled at a lower guidance scale,
   whose compute is its own sampling (cheaper at scale 1: one branch per step).
 
 For conditional pipelines, ``rate_by_guidance`` samples the same noise at each guidance scale.
+Scales at or below 1 all sample the conditional branch alone, so they count as 1.
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ class Comparison(AnalysisPlugin):
                  "auroc_difference", "AUROC of the manifold filter - AUROC of trajectory variance, both on the same "
                  "judged samples (hallucinated positive, in-support negative, neither left out)", "AUROC",
                  f"paired seeded percentile bootstrap over the judged samples, 95% ({N_BOOTSTRAP} resamples, each "
-                 "scoring both filters on the same rows)",
+                 "scoring both filters on the same rows), widened where needed to hold the estimate itself",
                  subject="`lid_dsm - trajectory_variance` or `lid_flipd - trajectory_variance`",
                  metrics={"verdict": "`exceeds` (interval above 0), `falls_short` (below 0) or `matches` (the "
                                      "interval holds 0): how the manifold filter compares with the temporal one",
@@ -164,12 +167,13 @@ class Comparison(AnalysisPlugin):
                           "gate": "quench: the DSM LID gate", "gate_quantile": "quench: quantile of the draw's "
                           "LIDs that is the gate", "window": "quench: fraction of the reverse process corrected",
                           "iterations": "quench: corrections per step", "threshold": "reject_resample: trajectory "
-                          "variance's threshold (as in its flagged_rate)", "flagged": "reject_resample: samples "
+                          "variance's threshold, the gate_quantile of the draw's scores (no ground truth used)", "flagged": "reject_resample: samples "
                           "flagged in the draw", "redrawn": "reject_resample: sample draws made",
                           "rounds": "reject_resample: rounds of redraws", "still_flagged": "reject_resample: "
                           "samples still flagged when the budget ran out", "budget": "reject_resample: forwards "
                           "it could spend on redraws", "sampler": _SAMPLER, "undefined": "why the value is null"},
-                 null="when the model's config gives no ground truth: no rate is written (metrics.undefined)",
+                 null="when the model's config gives no ground truth (no rate is written), and for `lower_guidance` "
+                      "when lower_guidance is not below the run's guidance scale (metrics.undefined)",
                  lower_is_better=True),
              FindingKind(
                  "rate_by_guidance", "the true hallucination rate at the run's own guidance_scale (the draw); the "
@@ -197,8 +201,8 @@ class Comparison(AnalysisPlugin):
         extra = {TEMPORAL_FILTER: {"last_steps": params.last_steps},
                  **{f"lid_{k}": {"t_star": params.t_star, "estimator": k, "mean_lid": float(v.mean())}
                     for k, v in lids.items()}}
-        figures = {name: report_scores(ctx, name, values, images, truth, params, extra[name], model)
-                   for name, values in scores.items()}
+        for name, values in scores.items():
+            report_scores(ctx, name, values, images, truth, params, extra[name], model)
         record = model.record
         if truth is None:
             ctx.add_finding(kind="mitigated_rate", subject="none", value=None, n=n, unit="fraction",
@@ -208,7 +212,7 @@ class Comparison(AnalysisPlugin):
             return
         self._differences(ctx, scores, truth, record)
         draw = _Draw(latents, truth, base_forwards)
-        self._mitigations(ctx, model, params, draw, scores[TEMPORAL_FILTER], figures[TEMPORAL_FILTER]["threshold"])
+        self._mitigations(ctx, model, params, draw, scores[TEMPORAL_FILTER])
 
     @staticmethod
     def _differences(ctx: RunContext, scores: dict[str, np.ndarray], truth: tuple[np.ndarray, np.ndarray],
@@ -253,11 +257,11 @@ class Comparison(AnalysisPlugin):
                          "n_bootstrap": N_BOOTSTRAP, "sampler": record})
 
     def _mitigations(self, ctx: RunContext, model: DiffusionModel, params: ComparisonParams, draw: _Draw,
-                     temporal: np.ndarray, threshold: float) -> None:
+                     temporal: np.ndarray) -> None:
         """``mitigated_rate`` of the draw, the quench and the baselines; ``rate_by_guidance`` where guided."""
         n, rows = params.n_samples, np.arange(params.n_samples)
         conditional = model.conditioning is not None
-        scale = model.conditioning.guidance_scale if conditional else None
+        scale = _effective(model.conditioning.guidance_scale) if conditional else None
         judge = _judge(model, rows)
         results: dict[str, tuple[_Draw, dict]] = {"none": (draw, {})}
 
@@ -272,7 +276,9 @@ class Comparison(AnalysisPlugin):
         results["quench"] = (quench, {"gate": gate, "gate_quantile": params.gate_quantile,
                                       "window": list(params.window), "iterations": params.iterations})
 
-        # Reject and re-sample what trajectory variance flags, within the quench's forwards.
+        # Reject and re-sample what trajectory variance flags, within the quench's forwards; flagged by
+        # the same rule as the quench's gate (a quantile of the draw's own scores), not by the ground truth.
+        threshold = float(np.quantile(temporal, params.gate_quantile))
         final = draw.latents.copy()
         generator = torch.Generator().manual_seed(ctx.seed + 3)
         cost = draw.forwards // n
@@ -303,15 +309,21 @@ class Comparison(AnalysisPlugin):
                 by_scale[s] = _Draw(latents, judge(latents), guided.forwards - before)
             return by_scale[s]
 
-        if conditional:
-            results["lower_guidance"] = (at_scale(float(params.lower_guidance)), {})
+        lower = _effective(params.lower_guidance)
+        if conditional and lower < scale:
+            results["lower_guidance"] = (at_scale(lower), {})
         for method, (result, extra) in results.items():
-            guidance = {} if not conditional else {
-                "guidance_scale": float(params.lower_guidance) if method == "lower_guidance" else float(scale)}
+            guidance = {} if not conditional else {"guidance_scale": lower if method == "lower_guidance" else scale}
             self._rate(ctx, method, result, quench.forwards, n, {**guidance, **extra, "sampler": model.record})
+        if conditional and lower >= scale:
+            ctx.add_finding(kind="mitigated_rate", subject="lower_guidance", value=None, n=n, unit="fraction",
+                            statement=f"no lower-guidance baseline: the run samples at guidance {scale:g}, and "
+                                      f"{lower:g} is not lower (scales at or below 1 are all unguided)",
+                            metrics={"undefined": f"lower_guidance {params.lower_guidance:g} is not below the "
+                                                  f"run's guidance_scale {scale:g}", "sampler": model.record})
         if conditional:
             for s in params.guidance_scales:
-                at_scale(float(s))
+                at_scale(_effective(s))
             self._series(ctx, by_scale, float(scale), n, model.record)
 
     @staticmethod
@@ -345,6 +357,11 @@ class Comparison(AnalysisPlugin):
                       f"scale is {scale:g})",
             metrics={"guidance_scale": scale, "scales": scales, "sampler": record},
             artifacts={"series": table})
+
+
+def _effective(scale: float) -> float:
+    """The guidance scale a sampler applies: at or below 1 only the conditional branch runs, as at 1."""
+    return max(float(scale), 1.0)
 
 
 def _judge(model: DiffusionModel, rows: np.ndarray) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

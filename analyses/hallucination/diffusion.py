@@ -110,8 +110,13 @@ class DiffusionModel:
         return self.steps if self.steps is not None else tuple(range(self.schedule.timesteps - 1, -1, -1))
 
     def previous(self, t: int) -> int:
-        """The timestep a step from t lands on (-1: the end), as diffusers' schedulers take it."""
-        return t - self.schedule.timesteps // len(self.timesteps)
+        """The timestep a step from t lands on (-1: the end), as diffusers' schedulers take it: DDIM
+        steps back T / steps, DDPM to the next timestep it visits."""
+        if self.sampler == "ddim":
+            return t - self.schedule.timesteps // len(self.timesteps)
+        steps = self.timesteps
+        i = steps.index(t)
+        return steps[i + 1] if i + 1 < len(steps) else -1
 
     def abar(self, t: int) -> float:
         """ᾱ_t, with the end of the process (t < 0) at 1, or DDIM's final ᾱ."""
@@ -227,8 +232,11 @@ def diffusion_model(loaded: Any, params: Any = None, dataset: Any = None) -> Dif
     note = read_json(handle.path / CONFIG_NAME).get("data", {})  # modelsci's note on the training data, if any
     pipeline = loaded.model
     if not isinstance(pipeline, diffusers.DiffusionPipeline):  # a bare UNet
-        scheduler = diffusers.DDPMScheduler.from_pretrained(handle.path / "scheduler") \
-            if (handle.path / "scheduler").exists() else diffusers.DDPMScheduler()
+        config = read_json(handle.path / "scheduler" / "scheduler_config.json")
+        name = config.get("_class_name", "DDPMScheduler")
+        check_scheduler(str(name), config, handle.path)  # names a scheduler modelsci samples with, or refused
+        scheduler = getattr(diffusers, name).from_pretrained(handle.path / "scheduler") if config \
+            else diffusers.DDPMScheduler()
         return from_diffusers(pipeline, scheduler, loaded.device, note, params=params)
     name = type(pipeline).__name__
     if (Path(handle.path) / "model_index.json").exists():
@@ -248,12 +256,19 @@ def _condition_labels(pipeline: str, params: Any, dataset: Any, note: dict[str, 
     if pipeline not in ("StableDiffusionPipeline", "DiTPipeline"):
         return None
     text = pipeline == "StableDiffusionPipeline"
+    labels = _given_labels(params, dataset, note, text, pipeline)
+    if any(not label.strip() for label in labels):  # the empty prompt is the unconditional branch itself
+        raise ValueError(f"an empty prompt is not a condition: {labels}")
+    return labels
+
+
+def _given_labels(params: Any, dataset: Any, note: dict[str, Any], text: bool, pipeline: str) -> list[str]:
     given = getattr(params, "prompts" if text else "class_labels", None)
     if given:
         return [str(v) for v in given]
     role = "text" if text else "label"
     if dataset is not None and role in dataset.roles:
-        values = dataset.texts(role) if text else [str(int(v)) for v in dataset.labels()]
+        values = dataset.texts(role) if text else [str(v) for v in dataset.labels()]
         return list(dict.fromkeys(values))
     if note.get("conditions"):
         return [str(k) for k in note["conditions"]]
@@ -328,7 +343,10 @@ def _text_conditioning(pipeline: Any, prompts: list[str], guidance: float, devic
 
 def _class_conditioning(denoiser: Any, labels: list[str], guidance: float, device: str) -> Conditioning:
     classes = int(denoiser.config.num_embeds_ada_norm)
-    ids = [int(v) for v in labels]
+    try:
+        ids = [int(v) for v in labels]
+    except ValueError:
+        raise ValueError(f"a class-conditional pipeline samples under class ids, not {labels}") from None
     if any(not 0 <= i < classes for i in ids):
         raise ValueError(f"class labels must lie in 0..{classes - 1}: got {ids}")
     # The null class is the label embedding's extra row, which DiTPipeline names 1000.

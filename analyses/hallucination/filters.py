@@ -13,7 +13,7 @@ bootstrap over the judged samples.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
@@ -84,8 +84,8 @@ class FilterParams(BaseModel):
     batch_size: int = Field(default=4096, ge=1, description="Samples per reverse-diffusion batch.")
     retention: float = Field(default=0.95, gt=0, lt=1, description="With ground truth: share of in-support samples the threshold keeps.")
     mad_k: float = Field(default=5.0, gt=0, description="Without ground truth: threshold = median + k x MAD.")
-    prompts: list[str] | None = Field(default=None, min_length=1, description="Text-to-image: prompts the samples cycle over (sample i gets prompt i mod P); default: the dataset's text column, else the prompts the model's note lists.")
-    class_labels: list[int] | None = Field(default=None, min_length=1, description="Class-conditional (DiT): class ids the samples cycle over; default: the dataset's label column, else the model's note.")
+    prompts: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1, description="Text-to-image: prompts the samples cycle over (sample i gets prompt i mod P); default: the dataset's text column, else the prompts the model's note lists.")
+    class_labels: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1, description="Class-conditional (DiT): class ids the samples cycle over; default: the dataset's label column, else the model's note.")
     guidance_scale: float = Field(default=1.0, ge=0, description="Conditional pipelines: classifier-free guidance scale; at 1 or below only the conditional branch runs (one forward per step).")
     num_inference_steps: int | None = Field(default=None, ge=1, description="Reverse steps, spaced as the scheduler says; default every training timestep for DDPM, 50 for DDIM.")
     eta: float = Field(default=0.0, ge=0, description="DDIM: the noise of each step (0: deterministic).")
@@ -116,7 +116,11 @@ def ground_truth_of(model: DiffusionModel, images: np.ndarray,
         kinds = model.data.get("conditions")
         labels = model.conditions_of(np.arange(len(images)) if rows is None else rows)
         if kinds and labels is not None:
-            return shapes_truth(images, [kinds.get(label) for label in labels])
+            unknown = sorted(set(labels) - set(kinds))
+            if unknown:  # judged by another rule, the rate would mean something else than its name
+                raise ValueError(f"the model's note judges the conditions {sorted(kinds)}, not {unknown}: sample "
+                                 "under those, or the hallucination rate has no ground truth")
+            return shapes_truth(images, [kinds[label] for label in labels])
         return shapes_truth(images)
     if not model.data.get("modes"):
         return None
@@ -199,6 +203,8 @@ def report_scores(ctx: RunContext, name: str, scores: np.ndarray, samples: np.nd
 def draw_samples(ctx: RunContext, model: DiffusionModel, params: FilterParams, keep_last: int,
                  correction=None) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
     """(samples, x̂₀ history) seeded by the run; the run records what sampled them."""
+    if keep_last > len(model.timesteps):
+        raise ValueError(f"last_steps {keep_last} is more than the {len(model.timesteps)} reverse steps sampled")
     ctx.run.environment["sampler"] = model.record
     generator = torch.Generator().manual_seed(ctx.seed)
     return sample(model, params.n_samples, generator, keep_last=keep_last, batch_size=params.batch_size,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelsci.demo_models import shipped_or_trained
+from modelsci.demo_models import one_thread, shipped_or_trained
 
 __all__ = ["DIGIT_WORDS", "digit_captions", "digit_images", "save_clip", "train_demo_clip", "train_digits_clip"]
 
@@ -108,9 +108,7 @@ def train_digits_clip(folder: Path, *, steps: int = 1000, seed: int = 0) -> Path
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     captions = [TEMPLATE.format(label=w) for w in DIGIT_WORDS]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same weights on every machine
-    try:
+    with one_thread():
         save_clip(folder, captions, seed=seed, image_size=32, patch=8, hidden=32, layers=2, projection=32,
                   max_tokens=8)
         model = CLIPModel.from_pretrained(folder, use_safetensors=True)
@@ -132,8 +130,6 @@ def train_digits_clip(folder: Path, *, steps: int = 1000, seed: int = 0) -> Path
             loss.backward()
             optimizer.step()
         model.eval()
-    finally:
-        torch.set_num_threads(threads)
     model.save_pretrained(folder)
     (folder / "README.md").write_text(_CARD)
     return folder

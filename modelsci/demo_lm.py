@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from modelsci.demo_models import shipped_or_trained
+from modelsci.demo_models import one_thread, shipped_or_trained
 
 __all__ = ["SPECIALS", "modsum_prompts", "modsum_tokenizer", "train_demo_lm", "train_modsum_gpt2"]
 
@@ -56,9 +56,7 @@ def train_modsum_gpt2(folder: Path, *, steps: tuple[int, int] = (400, 600), seed
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same weights on every machine
-    try:
+    with one_thread():
         torch.manual_seed(seed)
         tokenizer = modsum_tokenizer()
         # No dropout: 100 sentences are memorised, not generalised from.
@@ -89,8 +87,6 @@ def train_modsum_gpt2(folder: Path, *, steps: tuple[int, int] = (400, 600), seed
             loss.backward()
             optimizer.step()
         model.eval()
-    finally:
-        torch.set_num_threads(threads)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

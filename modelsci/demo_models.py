@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,8 @@ import torch
 from modelsci.ingest.architectures import MLP, SmallCNN, save_torch_model
 from modelsci.resources import demo_inputs
 
-__all__ = ["LARGE_TRAINERS", "MINILM_REPO", "MINILM_REVISION", "TRAINERS", "offline_hub_cache", "shipped_or_trained",
-           "train_demo_models"]
+__all__ = ["LARGE_TRAINERS", "MINILM_REPO", "MINILM_REVISION", "TRAINERS", "offline_hub_cache", "one_thread",
+           "shipped_or_trained", "train_demo_models"]
 
 
 def train_demo_models(folder: Path, *, large: bool = False) -> list[str]:
@@ -33,6 +34,17 @@ def shipped_or_trained(folder: Path, name: str, train: Callable[[Path], object])
         _place(folder, name, lambda partial: shutil.copytree(shipped, partial))
         return []
     return [name] if _place(folder, name, train) else []
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Train on one CPU thread: the same weights on every machine (and faster than two on a busy one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _place(folder: Path, name: str, make: Callable[[Path], object]) -> bool:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from modelsci.analyses.hallucination.shapes import KINDS, draw_shapes, shapes_truth
-from modelsci.demo_models import shipped_or_trained
+from modelsci.demo_models import one_thread, shipped_or_trained
 
 __all__ = ["CONDITIONS", "LARGE", "UNCONDITIONAL", "sample_shapes", "shapes_tokenizer", "train_demo_shapes",
            "train_shapes_latent_32", "train_shapes_text", "train_shapes_text_16", "train_shapes_text_64"]
@@ -162,12 +162,8 @@ def train_shapes_text(folder: Path, *, size: int = 16, blocks: tuple[int, ...] =
 
 def train_shapes_text_16(folder: Path) -> Path:
     """The default demo's pipeline: 16x16 pixels, 600 steps of 64 images (about 70 s on one CPU core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same weights on every machine (and faster than two on a busy one)
-    try:
+    with one_thread():
         return train_shapes_text(folder)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def train_shapes_text_64(folder: Path, *, steps: int = 4000) -> Path:
